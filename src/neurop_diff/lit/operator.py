@@ -1,0 +1,148 @@
+"""OperatorModule: trains the SRNO neural operator on LR patches at continuously sampled scales."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neurop_diff.data.degradation import make_cell, make_coord
+from neurop_diff.lit.base import SRTask, warmup_cosine
+from neurop_diff.models.operator import SRNO
+from neurop_diff.weights import extract_srno_state_dict, load_checkpoint_file, load_srno_weights
+
+#: The constructor arguments of SRNO that an OperatorModule records (so a checkpoint rebuilds the operator).
+SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads")
+
+
+class OperatorModule(SRTask):
+    """SRNO (EDSR encoder + Galerkin attention) trained with L1 in [-1, 1] on `patch`-mode batches.
+
+    Args:
+        encoder_blocks, encoder_width, width, blocks, heads: SRNO size (defaults: the authors').
+        sample_q: HR pixels per item used as the training quadrature set and loss points (LIIF/SRNO); None or
+            0 uses the whole HR crop.
+        lr: peak learning rate (Adam); warm-up starts at lr / 10 (SRNO's x10 warm-up).
+        warmup_fraction: fraction of the total optimizer steps spent warming up (SRNO: 50 of 1000 epochs).
+        weight_decay: Adam weight decay.
+        chunk_size: query points evaluated at once at validation/test/predict (exact; bounds memory).
+        weights: optional path to the authors' SRNO weights (`srno_weight.pth` or an SRNO `epoch-*.pth`)
+            loaded at construction.
+    """
+
+    def __init__(
+        self,
+        encoder_blocks: int = 16,
+        encoder_width: int = 64,
+        width: int = 256,
+        blocks: int = 2,
+        heads: int = 16,
+        sample_q: int | None = 2304,
+        lr: float = 4e-4,
+        warmup_fraction: float = 0.05,
+        weight_decay: float = 0.0,
+        chunk_size: int | None = 65536,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        if sample_q is not None and sample_q < 0:
+            raise ValueError(f"sample_q must be >= 0 or None, got {sample_q}")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        self.save_hyperparameters()
+        self.model = SRNO(
+            encoder_blocks=encoder_blocks, encoder_width=encoder_width, width=width, blocks=blocks, heads=heads
+        )
+        if weights is not None:
+            load_srno_weights(self.model, weights)
+
+    def forward(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
+        """SR image (B,3,H,W) in about [-1,1] from an LR image (B,3,h,w) in [-1,1]."""
+        return self.model(lr, size, chunk_size=self.hparams.chunk_size)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        hr, lr = batch["hr"], batch["lr"]
+        b, _, h, w = hr.shape
+        coord = make_coord((h, w), device=hr.device, dtype=hr.dtype).reshape(1, h * w, 2).expand(b, -1, -1)
+        target = hr.flatten(2).transpose(1, 2)  # (B, N, 3)
+        q = self.hparams.sample_q
+        if q and q < h * w:
+            # A different random subset per item: the attention's quadrature set and the loss points.
+            idx = torch.rand(b, h * w, device=hr.device).argsort(dim=1)[:, :q]
+            coord = coord.gather(1, idx[..., None].expand(-1, -1, 2))
+            target = target.gather(1, idx[..., None].expand(-1, -1, 3))
+        cell = make_cell((h, w), batch_size=b, device=hr.device, dtype=hr.dtype)
+        pred = self.model.query(self.model.encode(lr), lr, coord, cell)
+        loss = F.l1_loss(pred, target)
+        self._check_finite(loss, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log("train/scale", batch["scale"][0], batch_size=b)
+        return loss
+
+    def super_resolve(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        return {"operator": self(batch["lr"], tuple(batch["hr"].shape[-2:]))}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        factor = warmup_cosine(int(self.hparams.warmup_fraction * total), total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_operator(path: str | Path) -> tuple[SRNO, dict[str, int]]:
+    """Loads a trained operator from an OperatorModule checkpoint or the authors' SRNO weights.
+
+    Returns the SRNO (eval mode, frozen) and its constructor arguments. Raises ValueError naming the file when it
+    holds something else (e.g. a DiffusionModule checkpoint).
+    """
+    path = Path(path)
+    obj = load_checkpoint_file(path)
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        hp = obj["hyper_parameters"]
+        if "condition" in hp or any(k.startswith("unet.") for k in obj["state_dict"]):
+            raise ValueError(
+                f"{path} is a diffusion (DiffusionModule) checkpoint; an operator checkpoint "
+                "(OperatorModule, from `neurop-diff fit --config configs/operator.yaml`) is expected here"
+            )
+        args = {k: int(hp[k]) for k in SRNO_ARGS if k in hp}
+        model = SRNO(**args)
+        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        _load_strict(model, sd, path)
+    else:
+        sd_authors = extract_srno_state_dict(obj)
+        args = _infer_srno_args(sd_authors)
+        model = SRNO(**args)
+        load_srno_weights(model, obj)
+    model.eval().requires_grad_(False)
+    return model, {**dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16))), **args}
+
+
+def _load_strict(model: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{path} does not fit the operator architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
+            f"shape mismatches {shapes[:8]}"
+        )
+    model.load_state_dict(sd)
+
+
+def _infer_srno_args(sd: dict[str, Tensor]) -> dict[str, int]:
+    """SRNO size from an authors' state dict (their names): encoder depth/width, width, blocks, heads."""
+    body = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.body.") and k.endswith("body.0.weight")}
+    blocks = {int(k[len("conv") :].split(".")[0]) for k in sd if k.startswith("conv") and ".qkv_proj." in k}
+    args = {"encoder_blocks": len(body), "blocks": len(blocks)}
+    if "encoder.head.0.weight" in sd:
+        args["encoder_width"] = int(sd["encoder.head.0.weight"].shape[0])
+    if "conv00.weight" in sd:
+        args["width"] = int(sd["conv00.weight"].shape[0])
+    if "conv0.kln.weight" in sd:
+        args["heads"] = int(sd["conv0.kln.weight"].shape[0])
+    return args
