@@ -153,7 +153,9 @@ def _device(device: torch.device | str | None, condition: Tensor | None, x_T: Te
     return torch.device("cpu")
 
 
-def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _randn(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     # Draw in float32 on the generator's device: the same seed gives the same noise on any target device/dtype.
     gen_device = generator.device if generator is not None else "cpu"
     return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device=device, dtype=dtype)

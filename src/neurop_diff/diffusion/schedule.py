@@ -123,7 +123,9 @@ def _per_item(v: Tensor | float, like: Tensor) -> Tensor | float:
         if v.ndim == 0:
             return v
         if v.ndim != 1 or v.shape[0] != like.shape[0]:
-            raise ValueError(f"expected a ({like.shape[0]},) tensor per batch item, got shape {tuple(v.shape)}")
+            raise ValueError(
+                f"expected a ({like.shape[0]},) tensor per batch item, got shape {tuple(v.shape)}"
+            )
         return v.view(-1, *([1] * (like.ndim - 1)))
     return v
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from neurop_diff.diffusion.sampling import ddim_sample
 from neurop_diff.diffusion.schedule import make_schedule, q_sample, sample_gamma
 from neurop_diff.lit.base import SRTask, stepwise
-from neurop_diff.lit.operator import SRNO_ARGS, load_operator
+from neurop_diff.lit.operator import SRNO_DEFAULTS, load_operator
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
 
@@ -25,7 +25,7 @@ AUTHORS_LR_SCHEDULE = [1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-
 
 def condition_channels(condition: str, operator_args: dict[str, int] | None) -> int:
     """Channels the condition adds to the UNet input (x_t has 3)."""
-    args = {**dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16))), **(operator_args or {})}
+    args = {**SRNO_DEFAULTS, **(operator_args or {})}
     return {"operator": 3, "bicubic": 3, "encoder": args["encoder_width"], "operator_features": args["width"]}[
         condition
     ]

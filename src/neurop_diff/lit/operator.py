@@ -12,17 +12,24 @@ from torch import Tensor
 from neurop_diff.data.degradation import make_cell, make_coord
 from neurop_diff.lit.base import SRTask, warmup_cosine
 from neurop_diff.models.operator import SRNO
-from neurop_diff.weights import extract_srno_state_dict, load_checkpoint_file, load_srno_weights
+from neurop_diff.weights import (
+    extract_srno_state_dict,
+    load_checkpoint_file,
+    load_srno_weights,
+    srno_args_from_state_dict,
+)
 
 #: The constructor arguments of SRNO that an OperatorModule records (so a checkpoint rebuilds the operator).
-SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads")
+SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
+#: The authors' SRNO size (also the defaults of OperatorModule).
+SRNO_DEFAULTS = dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16, 256)))
 
 
 class OperatorModule(SRTask):
     """SRNO (EDSR encoder + Galerkin attention) trained with L1 in [-1, 1] on `patch`-mode batches.
 
     Args:
-        encoder_blocks, encoder_width, width, blocks, heads: SRNO size (defaults: the authors').
+        encoder_blocks, encoder_width, width, blocks, heads, head_width: SRNO size (defaults: the authors').
         sample_q: HR pixels per item used as the training quadrature set and loss points (LIIF/SRNO); None or
             0 uses the whole HR crop.
         lr: peak learning rate (Adam); warm-up starts at lr / 10 (SRNO's x10 warm-up).
@@ -40,6 +47,7 @@ class OperatorModule(SRTask):
         width: int = 256,
         blocks: int = 2,
         heads: int = 16,
+        head_width: int = 256,
         sample_q: int | None = 2304,
         lr: float = 4e-4,
         warmup_fraction: float = 0.05,
@@ -53,9 +61,7 @@ class OperatorModule(SRTask):
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
         self.save_hyperparameters()
-        self.model = SRNO(
-            encoder_blocks=encoder_blocks, encoder_width=encoder_width, width=width, blocks=blocks, heads=heads
-        )
+        self.model = SRNO(**{k: self.hparams[k] for k in SRNO_ARGS})
         if weights is not None:
             load_srno_weights(self.model, weights)
 
@@ -113,12 +119,10 @@ def load_operator(path: str | Path) -> tuple[SRNO, dict[str, int]]:
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         _load_strict(model, sd, path)
     else:
-        sd_authors = extract_srno_state_dict(obj)
-        args = _infer_srno_args(sd_authors)
-        model = SRNO(**args)
-        load_srno_weights(model, obj)
+        args = srno_args_from_state_dict(extract_srno_state_dict(obj))
+        model = load_srno_weights(SRNO(**args), obj)
     model.eval().requires_grad_(False)
-    return model, {**dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16))), **args}
+    return model, {**SRNO_DEFAULTS, **args}
 
 
 def _load_strict(model: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> None:
@@ -133,16 +137,3 @@ def _load_strict(model: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> N
         )
     model.load_state_dict(sd)
 
-
-def _infer_srno_args(sd: dict[str, Tensor]) -> dict[str, int]:
-    """SRNO size from an authors' state dict (their names): encoder depth/width, width, blocks, heads."""
-    body = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.body.") and k.endswith("body.0.weight")}
-    blocks = {int(k[len("conv") :].split(".")[0]) for k in sd if k.startswith("conv") and ".qkv_proj." in k}
-    args = {"encoder_blocks": len(body), "blocks": len(blocks)}
-    if "encoder.head.0.weight" in sd:
-        args["encoder_width"] = int(sd["encoder.head.0.weight"].shape[0])
-    if "conv00.weight" in sd:
-        args["width"] = int(sd["conv00.weight"].shape[0])
-    if "conv0.kln.weight" in sd:
-        args["heads"] = int(sd["conv0.kln.weight"].shape[0])
-    return args

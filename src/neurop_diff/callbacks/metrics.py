@@ -1,0 +1,353 @@
+"""SRMetrics: the one metrics callback of both stages (PSNR, SSIM, LPIPS per scale; tables, figure, grids).
+
+It reads the step outputs `{"sr": {method: (B, 3, H, W) in [-1, 1]}}` (the module's own method first) with the
+post-transfer batch (`hr`, `lr`, `scale`, `nominal_scale`, `name`), adds the bicubic baseline, and at epoch end
+logs `{stage}/{metric}_x{s}` (own method), `{stage}/{metric}` (own method, mean over all image-scale pairs),
+`{stage}/{metric}_{method}_x{s}` and `{stage}/{metric}_{method}` (other methods), then writes the results
+a person reads into `out_dir/{stage}/` (overwritten at each epoch: the latest results).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neurop_diff.evaluation.convention import (
+    MetricConvention,
+    format_scale,
+    psnr_per_image,
+    quantize,
+    ssim_per_image,
+    to_unit,
+)
+from neurop_diff.evaluation.lpips import LPIPS, backbone_path, load_lpips
+from neurop_diff.loggers import publish_results
+from neurop_diff.evaluation.report import (
+    console_table,
+    make_grid,
+    metrics_markdown,
+    plot_metrics_vs_scale,
+    summarize,
+    to_uint8,
+    write_metrics_csv,
+    write_per_image_csv,
+)
+
+BICUBIC = "bicubic"
+
+
+class SRMetrics(L.Callback):
+    """Per-scale PSNR/SSIM/LPIPS for the module's methods and bicubic, logged and written as tables and figures.
+
+    Args:
+        channel: "rgb" or "y" (BT.601 luma, as BasicSR) for PSNR/SSIM.
+        crop_border: pixels cut from each side for PSNR/SSIM: "none", "scale" (ceil of the nominal scale),
+            "scale+6", or an int.
+        quantize: round SR and HR to 8-bit levels first (what saved images hold).
+        lpips: compute LPIPS (on uncropped RGB in [-1, 1]); without backbone weights it is left out with one warning.
+        lpips_net: LPIPS backbone, "alex" (as the paper) or "vgg".
+        out_dir: folder for the results; default `<trainer.log_dir or default_root_dir>/results`.
+        grid_images: images per scale in the image grids (the first ones by name); 0 disables grids.
+        grid_zoom: side fraction of the centre crop shown zoomed under each grid image.
+        write_files: write tables, figure and grids (rank 0, not during the sanity check).
+
+    After each val/test epoch, `last_stage`, `last_rows` (per-image rows), `last_summary` (means per method and
+    scale), `last_grids` ({scale string: PIL image}) and `last_files` ({name: path}) hold the results, and
+    `on_results(trainer, pl_module, stage)` is called: a hook for loggers such as W&B.
+    """
+
+    def __init__(
+        self,
+        channel: Literal["rgb", "y"] = "rgb",
+        crop_border: Literal["none", "scale", "scale+6"] | int = "none",
+        quantize: bool = True,
+        lpips: bool = True,
+        lpips_net: Literal["alex", "vgg"] = "alex",
+        out_dir: str | None = None,
+        grid_images: int = 4,
+        grid_zoom: float = 0.25,
+        write_files: bool = True,
+    ) -> None:
+        super().__init__()
+        if grid_images < 0:
+            raise ValueError(f"SRMetrics.grid_images must be >= 0, got {grid_images}")
+        if not 0.0 < grid_zoom <= 1.0:
+            raise ValueError(f"SRMetrics.grid_zoom must be in (0, 1], got {grid_zoom}")
+        if lpips_net not in ("alex", "vgg"):
+            raise ValueError(f"SRMetrics.lpips_net must be 'alex' or 'vgg', got {lpips_net!r}")
+        self.convention = MetricConvention(channel=channel, crop_border=crop_border, quantize=quantize)
+        self.lpips = lpips
+        self.lpips_net = lpips_net
+        self.out_dir = out_dir
+        self.grid_images = grid_images
+        self.grid_zoom = grid_zoom
+        self.write_files = write_files
+        self.lpips_model: LPIPS | None = None
+        self._lpips_tried = False
+        self.last_stage: str | None = None
+        self.last_rows: list[dict] = []
+        self.last_summary: list[dict] = []
+        self.last_grids: dict[str, Any] = {}
+        self.last_files: dict[str, Path] = {}
+        self._reset()
+
+    # ---- state -------------------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        # Per batch and method: tensors stay on the device until epoch end, so a later all-gather is one call
+        # per tensor (names would need all_gather_object).
+        self._records: list[tuple[str, float, list[str], dict[str, Tensor]]] = []
+        self._methods: list[str] = []  # order of the step outputs; the first is the module's own
+        self._grid: dict[float, dict[str, dict[str, Tensor]]] = {}
+
+    def _ensure_lpips(self, device: torch.device) -> None:
+        if self.lpips and not self._lpips_tried:
+            self._lpips_tried = True
+            self.lpips_model = load_lpips(self.lpips_net)
+        if self.lpips_model is not None:
+            self.lpips_model.to(device)
+
+    @property
+    def has_lpips(self) -> bool:
+        return self.lpips_model is not None
+
+    def method_order(self) -> list[str]:
+        """Display order: bicubic, further methods, the module's own method last (bicubic, operator, diffusion)."""
+        if not self._methods:
+            return [BICUBIC]
+        return [BICUBIC, *self._methods[1:], self._methods[0]]
+
+    # ---- hooks -------------------------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage in ("fit", "validate", "test"):
+            self._ensure_lpips(pl_module.device)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+        self._ensure_lpips(pl_module.device)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+        self._ensure_lpips(pl_module.device)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._update(trainer, outputs, batch, batch_idx)
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._update(trainer, outputs, batch, batch_idx)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module, "test")
+
+    def on_results(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Called at the end of every val/test epoch (not the sanity check) once `last_*` are set: sends the
+        grids, the figure and (test) the per-image table to W&B loggers."""
+        publish_results(trainer, self, stage)
+
+    # ---- per batch -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _update(self, trainer: L.Trainer, outputs: Any, batch: dict, batch_idx: int) -> None:
+        if not isinstance(outputs, dict) or not isinstance(outputs.get("sr"), dict) or not outputs["sr"]:
+            raise ValueError(
+                "SRMetrics expects validation_step/test_step to return {'sr': {method: (B,3,H,W) in [-1,1]}}, "
+                f"got {type(outputs).__name__}"
+                + (f" with keys {sorted(outputs)}" if isinstance(outputs, dict) else "")
+            )
+        for key in ("hr", "lr", "scale"):
+            if key not in batch:
+                raise ValueError(f"SRMetrics: batch has no {key!r} (keys: {sorted(batch)})")
+        hr, lr = batch["hr"], batch["lr"]
+        methods = list(outputs["sr"])
+        if BICUBIC in methods:
+            raise ValueError(
+                "SRMetrics adds the 'bicubic' row itself; the step outputs must not use that name"
+            )
+        for m in methods:
+            if m not in self._methods:
+                self._methods.append(m)
+        sr = {BICUBIC: F.interpolate(lr.float(), size=hr.shape[-2:], mode="bicubic", align_corners=False)}
+        sr.update(outputs["sr"])
+        for m, x in sr.items():
+            if x.shape != hr.shape:
+                raise ValueError(
+                    f"SRMetrics: output {m!r} has shape {tuple(x.shape)}, HR has {tuple(hr.shape)}"
+                )
+        nominal = batch.get("nominal_scale", batch["scale"])
+        nominal = torch.as_tensor(nominal).reshape(-1).float().cpu()
+        names = list(batch.get("name") or [f"batch{batch_idx}_{i}" for i in range(hr.shape[0])])
+        keep_grid = self.grid_images > 0 and not trainer.sanity_checking
+        # One scale per batch by convention; grouping keeps mixed batches right as well.
+        for s in sorted(set(round(float(v), 2) for v in nominal)):
+            idx = [i for i, v in enumerate(nominal.tolist()) if round(v, 2) == s]
+            sel = torch.tensor(idx, device=hr.device)
+            hr_s = hr.index_select(0, sel)
+            target = self.convention.prepare(hr_s, s)
+            lp_target = self._lpips_input(hr_s)
+            group_names = [names[i] for i in idx]
+            for m, x in sr.items():
+                x_s = x.index_select(0, sel).clamp(-1, 1)
+                pred = self.convention.prepare(x_s, s)
+                values = {"psnr": psnr_per_image(pred, target), "ssim": ssim_per_image(pred, target)}
+                if self.lpips_model is not None:
+                    values["lpips"] = self.lpips_model(self._lpips_input(x_s), lp_target)
+                self._records.append((m, s, group_names, {k: v.detach() for k, v in values.items()}))
+            if keep_grid:
+                self._keep_for_grid(s, group_names, lr.index_select(0, sel), hr_s, sr, sel)
+
+    def _lpips_input(self, x: Tensor) -> Tensor:
+        """LPIPS sees RGB in [-1, 1], uncropped; quantised like PSNR/SSIM when the convention says so."""
+        return quantize(to_unit(x.float())) * 2 - 1 if self.convention.quantize else x.float().clamp(-1, 1)
+
+    def _keep_for_grid(
+        self, s: float, names: list[str], lr: Tensor, hr: Tensor, sr: dict, sel: Tensor
+    ) -> None:
+        """Keep the first `grid_images` images by name at scale `s` (uint8 on the CPU)."""
+        kept = self._grid.setdefault(s, {})
+        for j, name in enumerate(names):
+            if len(kept) >= self.grid_images and name >= max(kept):
+                continue
+            images = {"lr": to_uint8(lr[j]), "hr": to_uint8(hr[j])}
+            images.update({m: to_uint8(x[sel[j]]) for m, x in sr.items()})
+            kept[name] = images
+            if len(kept) > self.grid_images:
+                del kept[max(kept)]
+
+    # ---- per epoch -----------------------------------------------------------------------------------------
+
+    def _rows(self, stage: str) -> list[dict]:
+        rows = []
+        for method, scale, names, values in self._records:
+            cpu = {k: v.float().cpu().tolist() for k, v in values.items()}
+            for i, name in enumerate(names):
+                rows.append(
+                    {
+                        "stage": stage,
+                        "method": method,
+                        "scale": scale,
+                        "name": name,
+                        "psnr": cpu["psnr"][i],
+                        "ssim": cpu["ssim"][i],
+                        "lpips": cpu["lpips"][i] if "lpips" in cpu else None,
+                    }
+                )
+        return rows
+
+    def _log(self, pl_module: L.LightningModule, stage: str, rows: list[dict], summary: list[dict]) -> None:
+        own = self._methods[0]
+        metrics = ("psnr", "ssim", "lpips") if self.has_lpips else ("psnr", "ssim")
+        logs: dict[str, float] = {}
+        for r in summary:
+            tag = "" if r["method"] == own else f"_{r['method']}"
+            for k in metrics:
+                logs[f"{stage}/{k}{tag}_x{format_scale(r['scale'])}"] = r[k]
+        for method in self.method_order():
+            mine = [r for r in rows if r["method"] == method]
+            if not mine:
+                continue
+            tag = "" if method == own else f"_{method}"
+            for k in metrics:
+                # Overall: the mean over all (image, scale) pairs, so every evaluated image counts once per scale.
+                logs[f"{stage}/{k}{tag}"] = sum(r[k] for r in mine) / len(mine)
+        for key, value in logs.items():
+            pl_module.log(key, value, prog_bar=key == f"{stage}/psnr", sync_dist=False)
+
+    def resolve_out_dir(self, trainer: L.Trainer, stage: str) -> Path:
+        """`out_dir/{stage}`, with out_dir defaulting to `<trainer.log_dir or default_root_dir>/results`."""
+        root = (
+            Path(self.out_dir)
+            if self.out_dir
+            else Path(trainer.log_dir or trainer.default_root_dir) / "results"
+        )
+        return root / stage
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self._records:
+            return
+        scale_max = getattr(trainer.datamodule, "scale_max", None) if trainer.datamodule is not None else None
+        scale_max = float(scale_max) if scale_max is not None else None
+        rows = self._rows(stage)
+        methods = self.method_order()
+        summary = summarize(rows, methods, scale_max)
+        self._log(pl_module, stage, rows, summary)
+        if trainer.sanity_checking:
+            self._reset()
+            return
+        columns = ["lr", *methods, "hr"]
+        title = f"{stage} epoch {trainer.current_epoch}: {self.convention.describe()}"
+        grids = {
+            format_scale(s): make_grid(
+                sorted(kept.items()), columns, self.grid_zoom, f"x{format_scale(s)} {title}"
+            )
+            for s, kept in sorted(self._grid.items())
+        }
+        self.last_stage, self.last_rows, self.last_summary, self.last_grids = stage, rows, summary, grids
+        self.last_files = {}
+        if self.write_files and trainer.is_global_zero:
+            self.last_files = self._write(trainer, stage, rows, summary, methods, scale_max, grids, title)
+        if stage == "test" and trainer.is_global_zero:
+            where = f"\nresults: {self.resolve_out_dir(trainer, stage)}" if self.last_files else ""
+            # print, not logging: the table belongs next to Lightning's own results table on stdout.
+            print(
+                f"\nSR metrics ({stage}) - {self.convention.describe()}; LPIPS: {self._lpips_note()}\n"
+                f"{console_table(summary, methods)}{where}"
+            )
+        self.on_results(trainer, pl_module, stage)
+        self._reset()
+
+    def _lpips_note(self) -> str:
+        if self.lpips_model is not None:
+            return f"{self.lpips_net} backbone, RGB [-1,1], no crop"
+        if not self.lpips:
+            return "n/a (disabled)"
+        return f"n/a (backbone weights unavailable: {backbone_path(self.lpips_net)}; see TORCH_HOME)"
+
+    def _write(self, trainer, stage, rows, summary, methods, scale_max, grids, title) -> dict[str, Path]:
+        out = self.resolve_out_dir(trainer, stage)
+        conv = self.convention.describe()
+        files = {
+            "metrics.csv": write_metrics_csv(out / "metrics.csv", summary, conv, self.has_lpips),
+            "per_image.csv": write_per_image_csv(out / "per_image.csv", rows, self.has_lpips),
+        }
+        md = metrics_markdown(
+            summary,
+            conv,
+            f"{stage} results, epoch {trainer.current_epoch}, step {trainer.global_step}",
+            self._lpips_note(),
+        )
+        (out / "metrics.md").write_text(md)
+        files["metrics.md"] = out / "metrics.md"
+        files["metrics_vs_scale.png"] = plot_metrics_vs_scale(
+            summary, methods, out / "metrics_vs_scale.png", scale_max, title
+        )
+        for key, image in grids.items():
+            path = out / "grids" / f"x{key}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            files[f"grids/x{key}.png"] = path
+        return files

@@ -1,0 +1,252 @@
+"""Results a person reads: per-scale tables (CSV, Markdown, console), the metrics-vs-scale figure, image grids.
+
+Pure functions of plain rows (dicts of str/float) and uint8 images; no Lightning. A per-image row is
+`{"stage", "method", "scale", "name", "psnr", "ssim", "lpips"}` (lpips None when LPIPS is unavailable); a
+summary row is `{"method", "scale", "ood", "psnr", "ssim", "lpips", "n_images"}` (means over images).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from neurop_diff.evaluation.convention import format_scale
+
+METRICS = ("psnr", "ssim", "lpips")
+_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
+
+
+def is_ood(scale: float, scale_max: float | None) -> bool:
+    """Out of distribution: beyond the largest training scale (1e-6 tolerance so x4 at scale_max 4 is not)."""
+    return scale_max is not None and scale > scale_max + 1e-6
+
+
+def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | None = None) -> list[dict]:
+    """Mean PSNR/SSIM/LPIPS per (scale, method), ordered by scale then `methods`; lpips None if any is missing."""
+    groups: dict[tuple[float, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((float(row["scale"]), row["method"]), []).append(row)
+    order = {m: i for i, m in enumerate(methods)}
+    summary = []
+    for scale, method in sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1])):
+        group = groups[(scale, method)]
+        lp = [r["lpips"] for r in group]
+        summary.append(
+            {
+                "method": method,
+                "scale": scale,
+                "ood": is_ood(scale, scale_max),
+                "psnr": float(np.mean([r["psnr"] for r in group])),
+                "ssim": float(np.mean([r["ssim"] for r in group])),
+                "lpips": None if any(v is None for v in lp) else float(np.mean(lp)),
+                "n_images": len(group),
+            }
+        )
+    return summary
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
+
+
+def _rounded(row: dict) -> dict:
+    """Metric values to 6 decimals (float32 noise in files helps nobody)."""
+    return {k: round(v, 6) if k in METRICS and v is not None else v for k, v in row.items()}
+
+
+def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_lpips: bool) -> Path:
+    """One row per method and scale; the convention is a column so every row states it (no NaN: LPIPS column
+    is absent when LPIPS is unavailable)."""
+    cols = [
+        "method",
+        "scale",
+        "ood",
+        "psnr",
+        "ssim",
+        *(["lpips"] if has_lpips else []),
+        "n_images",
+        "convention",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for row in summary:
+            writer.writerow({**_rounded(row), "scale": format_scale(row["scale"]), "convention": convention})
+    return path
+
+
+def write_per_image_csv(path: Path, rows: Sequence[dict], has_lpips: bool) -> Path:
+    """Every (stage, method, scale, image) with its PSNR, SSIM (and LPIPS)."""
+    cols = ["stage", "method", "scale", "name", "psnr", "ssim", *(["lpips"] if has_lpips else [])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**_rounded(row), "scale": format_scale(row["scale"])})
+    return path
+
+
+def metrics_markdown(summary: Sequence[dict], convention: str, title: str, lpips_note: str) -> str:
+    """Markdown table (method, scale, OOD, PSNR, SSIM, LPIPS, images) preceded by the convention."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Convention: {convention}. LPIPS: {lpips_note}. OOD: scale above the training range.",
+        "",
+        "| method | scale | OOD | PSNR (dB) | SSIM | LPIPS | images |",
+        "| --- | ---: | :---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in summary:
+        lines.append(
+            f"| {r['method']} | x{format_scale(r['scale'])} | {'OOD' if r['ood'] else ''} | "
+            f"{_fmt(r['psnr'], 'psnr')} | {_fmt(r['ssim'], 'ssim')} | {_fmt(r['lpips'], 'lpips')} | {r['n_images']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def console_table(summary: Sequence[dict], methods: Sequence[str]) -> str:
+    """Compact text table grouped by scale, methods side by side: PSNR / SSIM / LPIPS per method."""
+    present = [m for m in methods if any(r["method"] == m for r in summary)]
+    by_key = {(r["scale"], r["method"]): r for r in summary}
+    scales = sorted({r["scale"] for r in summary})
+    width = 23  # one cell: "| " + three 6-wide numbers and their spaces
+    head1 = f"{'scale':<10}" + "".join(f"| {m:<{width - 2}}" for m in present)
+    head2 = f"{'':<10}" + "".join(f"| {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} " for _ in present)
+    lines = [head1, head2, "-" * len(head2)]
+    for s in scales:
+        ood = any(by_key[(s, m)]["ood"] for m in present if (s, m) in by_key)
+        cells = []
+        for m in present:
+            r = by_key.get((s, m))
+            if r is None:
+                cells.append(f"| {'':<{width - 2}}")
+                continue
+            lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
+            cells.append(f"| {r['psnr']:>6.2f} {r['ssim']:>6.4f} {lp:>6} ")
+        label = f"x{format_scale(s)}" + (" OOD" if ood else "")
+        lines.append(f"{label:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_metrics_vs_scale(
+    summary: Sequence[dict], methods: Sequence[str], path: Path, scale_max: float | None, title: str = ""
+) -> Path:
+    """Figure with PSNR, SSIM and LPIPS against scale, one line per method, OOD scales shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    scales = sorted({r["scale"] for r in summary})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for method in methods:
+            pts = [
+                (r["scale"], r[metric]) for r in summary if r["method"] == method and r[metric] is not None
+            ]
+            pts = [(s, v) for s, v in pts if math.isfinite(v)]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o", label=method)
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"{_LABELS[metric]} n/a", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        if scale_max is not None and scales and scales[-1] > scale_max + 1e-6:
+            ax.axvspan(scale_max, scales[-1] + 0.5, color="0.85", zorder=0, label="OOD")
+        ax.set_xlabel("scale (HR/LR)")
+        ax.set_ylabel(_LABELS[metric])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Image `(3, H, W)` in [-1, 1] -> uint8 `(3, H, W)` on the CPU (the 8-bit image a PNG would hold)."""
+    return torch.round(((x.detach().float() + 1) / 2).clamp(0, 1) * 255).to(torch.uint8).cpu()
+
+
+def _pil(x: Tensor) -> Image.Image:
+    return Image.fromarray(x.permute(1, 2, 0).numpy())
+
+
+def zoom_box(height: int, width: int, zoom: float) -> tuple[int, int, int, int]:
+    """Centre box (left, top, right, bottom) covering `zoom` of each side, at least 1 pixel."""
+    ch, cw = max(1, round(height * zoom)), max(1, round(width * zoom))
+    top, left = (height - ch) // 2, (width - cw) // 2
+    return left, top, left + cw, top + ch
+
+
+def make_grid(
+    items: Sequence[tuple[str, dict[str, Tensor]]],
+    columns: Sequence[str],
+    zoom: float,
+    title: str = "",
+    min_panel: int = 128,
+) -> Image.Image:
+    """Image grid: one row per (name, images) item, one column per key of `columns`; uint8 `(3, H, W)` images.
+
+    Column "lr" is nearest-upsampled to the HR size. Under each image its centre crop (`zoom` of the side,
+    boxed in red above) is shown nearest-upscaled to the image size. Images smaller than `min_panel` pixels are
+    enlarged by an integer factor (pixel replication) so labels stay readable. Returns a PIL RGB image.
+    """
+    label_h, pad = 14, 4
+    rows, panel_widths = [], []
+    for name, images in items:
+        h, w = images["hr"].shape[-2:]
+        k = max(1, math.ceil(min_panel / max(h, w)))
+        ph, pw = h * k, w * k
+        box = zoom_box(h, w, zoom)
+        row = Image.new("RGB", (len(columns) * (pw + pad) + pad, label_h + 2 * ph + pad), "white")
+        draw = ImageDraw.Draw(row)
+        draw.text((pad, 1), name, fill="black")
+        for j, col in enumerate(columns):
+            img = _pil(images[col])
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.NEAREST)
+            crop = img.crop(box).resize((pw, ph), Image.NEAREST)
+            x0 = pad + j * (pw + pad)
+            row.paste(img.resize((pw, ph), Image.NEAREST), (x0, label_h))
+            row.paste(crop, (x0, label_h + ph))
+            draw.rectangle(
+                (x0 + box[0] * k, label_h + box[1] * k, x0 + box[2] * k - 1, label_h + box[3] * k - 1),
+                outline="red",
+            )
+        rows.append(row)
+        panel_widths.append(pw)
+    if not rows:
+        return Image.new("RGB", (1, 1), "white")
+    width = max(r.width for r in rows)
+    # Column labels once at the top, at the first row's column positions.
+    header = Image.new("RGB", (width, 2 * label_h if title else label_h), "white")
+    draw = ImageDraw.Draw(header)
+    if title:
+        draw.text((pad, 1), title, fill="black")
+    for j, col in enumerate(columns):
+        label = "LR (nearest)" if col == "lr" else "HR" if col == "hr" else col
+        draw.text((pad + j * (panel_widths[0] + pad), header.height - label_h + 1), label, fill="black")
+    canvas = Image.new("RGB", (width, header.height + sum(r.height for r in rows)), "white")
+    canvas.paste(header, (0, 0))
+    y = header.height
+    for r in rows:
+        canvas.paste(r, (0, y))
+        y += r.height
+    return canvas
