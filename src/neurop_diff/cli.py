@@ -46,7 +46,9 @@ def _import_weights(argv: list[str]) -> None:
     )
     parser.add_argument("source", type=Path, help="the authors' .pth file")
     parser.add_argument("--out", type=Path, required=True, help="the .ckpt file to write")
-    parser.add_argument("--raw", action="store_true", help="NeurOp-Diff: take the raw weights instead of the EMA")
+    parser.add_argument(
+        "--raw", action="store_true", help="NeurOp-Diff: take the raw weights instead of the EMA"
+    )
     ns = parser.parse_args(argv)
     written = import_weights(ns.source, ns.out, use_ema=not ns.raw)
     print(f"wrote {written}")

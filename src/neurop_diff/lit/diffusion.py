@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from neurop_diff.diffusion.sampling import ddim_sample
 from neurop_diff.diffusion.schedule import make_schedule, q_sample, sample_gamma
@@ -26,9 +27,12 @@ AUTHORS_LR_SCHEDULE = [1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-
 def condition_channels(condition: str, operator_args: dict[str, int] | None) -> int:
     """Channels the condition adds to the UNet input (x_t has 3)."""
     args = {**SRNO_DEFAULTS, **(operator_args or {})}
-    return {"operator": 3, "bicubic": 3, "encoder": args["encoder_width"], "operator_features": args["width"]}[
-        condition
-    ]
+    return {
+        "operator": 3,
+        "bicubic": 3,
+        "encoder": args["encoder_width"],
+        "operator_features": args["width"],
+    }[condition]
 
 
 class DiffusionModule(SRTask):
@@ -168,6 +172,7 @@ class DiffusionModule(SRTask):
         cond, prior = self.condition(lr, size)
         rank = self.global_rank if self._trainer else 0
         generator = torch.Generator().manual_seed(self.hparams.seed + 1_000_003 * rank + batch_idx)
+        bar = self._step_bar(f"DDIM x{float(batch['scale'][0]):.2f}")
         sr = ddim_sample(
             self.denoise,
             cond,
@@ -179,11 +184,26 @@ class DiffusionModule(SRTask):
             generator=generator,
             device=lr.device,
             dtype=lr.dtype,
+            callback=(lambda _: bar.update(1)) if bar is not None else None,
         )
+        if bar is not None:
+            bar.close()
         out = {"diffusion": sr}
         if prior is not None:
             out["operator"] = prior
         return out
+
+    def _step_bar(self, desc: str) -> tqdm | None:
+        """A transient bar over the sampling steps of one batch, under Lightning's own bars (rank 0 only)."""
+        if (
+            self._trainer is None
+            or not self.trainer.is_global_zero
+            or self.trainer.progress_bar_callback is None
+        ):
+            return None
+        if self.trainer.sanity_checking:
+            return None
+        return tqdm(total=self.hparams.sampling_steps, desc=desc, leave=False, position=2, dynamic_ncols=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         values = self.hparams.lr_schedule or AUTHORS_LR_SCHEDULE
@@ -198,4 +218,3 @@ class DiffusionModule(SRTask):
         if "diffusion_generator" in checkpoint:
             self._generator.set_state(checkpoint["diffusion_generator"])
         rank_zero_info("DiffusionModule: operator weights restored from the diffusion checkpoint")
-

@@ -22,7 +22,7 @@ from neurop_diff.weights import (
 #: The constructor arguments of SRNO that an OperatorModule records (so a checkpoint rebuilds the operator).
 SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
 #: The authors' SRNO size (also the defaults of OperatorModule).
-SRNO_DEFAULTS = dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16, 256)))
+SRNO_DEFAULTS = dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16, 256), strict=True))
 
 
 class OperatorModule(SRTask):
@@ -129,11 +129,14 @@ def _load_strict(model: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> N
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         raise ValueError(
             f"{path} does not fit the operator architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
             f"shape mismatches {shapes[:8]}"
         )
     model.load_state_dict(sd)
-
