@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from neurop_diff.data.datamodule import SRDataModule
 from neurop_diff.lit.base import SRTask
+from neurop_diff.loggers import WandbLogger
 
 EXTRA_COMMANDS = {
     "import-weights": "convert the authors' SRNO / NeurOp-Diff weights into a neurop-diff checkpoint",
@@ -18,6 +19,14 @@ EXTRA_COMMANDS = {
 
 class NeuropDiffCLI(LightningCLI):
     """LightningCLI with `class_path` configs for the model (OperatorModule / DiffusionModule) and data."""
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        # W&B runs are named from the experiment (stage, dataset, condition, scales) before they start.
+        hparams = {**dict(getattr(self.datamodule, "hparams", {})), **dict(self.model.hparams)}
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.set_run_names(hparams)
 
 
 def _cli(args: list[str] | None) -> NeuropDiffCLI:
@@ -50,7 +59,10 @@ def _import_weights(argv: list[str]) -> None:
         "--raw", action="store_true", help="NeurOp-Diff: take the raw weights instead of the EMA"
     )
     ns = parser.parse_args(argv)
-    written = import_weights(ns.source, ns.out, use_ema=not ns.raw)
+    try:
+        written = import_weights(ns.source, ns.out, use_ema=not ns.raw)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(2, f"neurop-diff import-weights: error: {err}\n")
     print(f"wrote {written}")
 
 

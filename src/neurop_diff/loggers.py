@@ -77,6 +77,8 @@ class WandbLogger(_WandbLogger):
         probe_timeout: float = 3.0,
         **kwargs: Any,
     ) -> None:
+        if not os.environ.get("WANDB_MODE", "x").strip():
+            os.environ.pop("WANDB_MODE")  # an empty value would make wandb.init fail
         self.mode, reason = resolve_mode(mode, probe_timeout)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         if reason:
@@ -98,16 +100,28 @@ class WandbLogger(_WandbLogger):
     def _notice(text: str) -> None:
         print(text, flush=True)
 
-    @rank_zero_only
-    def log_hyperparams(self, params: Any) -> None:
-        if self._experiment is None:
-            for key, value in run_names(dict(params)).items():
-                if self._names_given.get(key) is None:
-                    self._wandb_init[key] = value
+    def set_run_names(self, hparams: dict[str, Any]) -> None:
+        """Fills the run name, group and tags the user left unset from the hyper-parameters (before the run
+        starts; the CLI calls it once model and data exist)."""
+        for key, value in run_names(hparams).items():
+            if self._names_given.get(key) is None:
+                self._wandb_init[key] = value
+
+    @property
+    def experiment(self) -> Any:
         first = self._experiment is None
-        super().log_hyperparams(params)
-        if first:
+        run = _WandbLogger.experiment.fget(self)
+        if first and self._experiment is not None:
             self._after_init()
+        return run
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        # Close the run so its summary is written now (and a later fit/test in this process starts a new run).
+        if self._experiment is not None and hasattr(self._experiment, "finish"):
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
 
     def _after_init(self) -> None:
         run = self._experiment
