@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from neurop_diff.models import SRNO, EDSREncoder, GalerkinBlock
-from neurop_diff.models.operator import AUTO_CHUNK_POINTS, AUTO_FULL_POINTS, HeadLayerNorm
+from neurop_diff.models.galerkin import HeadLayerNorm
+from neurop_diff.models.operator import AUTO_CHUNK_POINTS, AUTO_FULL_POINTS
 
 TINY = {"encoder_blocks": 1, "encoder_width": 8, "width": 16, "blocks": 2, "heads": 4, "head_width": 12}
 

@@ -24,6 +24,13 @@ __all__ = [
 ]
 
 
+def pixel_centres(
+    n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Centres of ``n`` pixels on [-1, 1]: ``-1 + (2 i + 1) / n`` (computed in float64, then cast)."""
+    return (-1 + (2 * torch.arange(n, device=device, dtype=torch.float64) + 1) / n).to(dtype)
+
+
 def make_coord(
     size: tuple[int, int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -35,10 +42,8 @@ def make_coord(
     h, w = (int(v) for v in size)
     if h < 1 or w < 1:
         raise ValueError(f"make_coord: size must be positive, got {tuple(size)}")
-    ys = -1 + (2 * torch.arange(h, device=device, dtype=torch.float64) + 1) / h
-    xs = -1 + (2 * torch.arange(w, device=device, dtype=torch.float64) + 1) / w
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
-    return grid.to(dtype)
+    ys, xs = pixel_centres(h, device, dtype), pixel_centres(w, device, dtype)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
 
 
 def make_cell(

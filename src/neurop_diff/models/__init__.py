@@ -1,6 +1,8 @@
-"""Plain nn.Modules (no Lightning): the EDSR encoder and the SRNO neural operator."""
+"""Plain nn.Modules (no Lightning): the EDSR encoder, the SRNO neural operator, the UNet."""
 
 from .encoder import EDSREncoder
-from .operator import SRNO, GalerkinBlock
+from .galerkin import GalerkinBlock
+from .operator import SRNO
+from .unet import UNet
 
-__all__ = ["SRNO", "EDSREncoder", "GalerkinBlock"]
+__all__ = ["SRNO", "EDSREncoder", "GalerkinBlock", "UNet"]
