@@ -47,7 +47,6 @@ def _trainer_args(tmp_path: Path, name: str, steps: int) -> list[str]:
         "--trainer.logger.init_args.version=v0",
         f"--trainer.max_steps={steps}",
         f"--trainer.val_check_interval={steps}",
-        "--trainer.enable_progress_bar=false",
     ]
 
 

@@ -234,3 +234,20 @@ def test_bad_inputs_raise():
         model.query(model.encode(lr), lr, torch.zeros(2, 5, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="heads"):
         SRNO(width=30, heads=4)
+
+
+def test_bf16_autocast_matches_float32():
+    """Mixed precision (bf16-mixed on CPU) runs the gathers and stays close to the float32 result."""
+    from neurop_diff.data.degradation import make_cell, make_coord
+
+    torch.manual_seed(0)
+    model = SRNO(encoder_blocks=1, encoder_width=8, width=16, heads=2, head_width=16)
+    lr = torch.rand(2, 3, 12, 12) * 2 - 1
+    ref = model(lr, (30, 30))
+    coord = make_coord((30, 30)).reshape(1, -1, 2).expand(2, -1, -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(lr, (30, 30))
+        q = model.query(model.encode(lr), lr, coord, make_cell((30, 30), batch_size=2))
+    assert torch.isfinite(q.float()).all()
+    assert (out.float() - ref).abs().max() < 2e-2
+    assert (q.float().reshape(2, 30, 30, 3).permute(0, 3, 1, 2) - ref).abs().max() < 5e-2

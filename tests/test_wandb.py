@@ -94,7 +94,6 @@ def test_offline_run_folder_holds_metrics_and_images(tmp_path, shared_data, no_c
         "--trainer.max_steps=2",
         "--trainer.val_check_interval=2",
         "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
     ])  # fmt: skip
     out = capsys.readouterr().out
     assert "logging offline because no W&B API key" in out

@@ -5,15 +5,22 @@ post-transfer batch (`hr`, `lr`, `scale`, `nominal_scale`, `name`), adds the bic
 logs `{stage}/{metric}_x{s}` (own method), `{stage}/{metric}` (own method, mean over all image-scale pairs),
 `{stage}/{metric}_{method}_x{s}` and `{stage}/{metric}_{method}` (other methods), then writes the results
 a person reads into `out_dir/{stage}/` (overwritten at each epoch: the latest results).
+
+Under DDP every rank evaluates its share; at epoch end the per-image rows (and grid candidates) of all ranks
+are gathered, repeats of an (method, scale, image) are dropped (the distributed samplers pad uneven shares),
+and every rank computes the same summary from the same sorted rows, so the logged values equal a
+single-process run and are identical on all ranks. Only rank 0 writes files, prints and sends media.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -26,7 +33,6 @@ from neurop_diff.evaluation.convention import (
     to_unit,
 )
 from neurop_diff.evaluation.lpips import LPIPS, backbone_path, load_lpips
-from neurop_diff.loggers import publish_results
 from neurop_diff.evaluation.report import (
     console_table,
     make_grid,
@@ -37,8 +43,15 @@ from neurop_diff.evaluation.report import (
     write_metrics_csv,
     write_per_image_csv,
 )
+from neurop_diff.loggers import publish_results
 
 BICUBIC = "bicubic"
+
+# The epoch-level values are gathered and identical on every rank (see the module doc): Lightning's advice to
+# all-reduce them with sync_dist does not apply.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning
+)
 
 
 class SRMetrics(L.Callback):
@@ -191,8 +204,10 @@ class SRMetrics(L.Callback):
         for m in methods:
             if m not in self._methods:
                 self._methods.append(m)
+        hr = hr.float()
         sr = {BICUBIC: F.interpolate(lr.float(), size=hr.shape[-2:], mode="bicubic", align_corners=False)}
-        sr.update(outputs["sr"])
+        # float32 whatever the precision (bf16/16-mixed outputs): metrics are computed in one precision.
+        sr.update({m: x.float() for m, x in outputs["sr"].items()})
         for m, x in sr.items():
             if x.shape != hr.shape:
                 raise ValueError(
@@ -286,12 +301,33 @@ class SRMetrics(L.Callback):
         )
         return root / stage
 
+    def _gather(self, trainer: L.Trainer, rows: list[dict]) -> list[dict]:
+        """All ranks' rows (and grid candidates, methods) on every rank; each (method, scale, name) once,
+        sorted by method, scale and name."""
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (rows, self._methods, self._grid))
+            rows = [r for part_rows, _, _ in parts for r in part_rows]
+            for _, methods, grid in parts:
+                self._methods.extend(m for m in methods if m not in self._methods)
+                for s, kept in grid.items():
+                    mine = self._grid.setdefault(s, {})
+                    mine.update({n: v for n, v in kept.items() if n not in mine})
+            if self.grid_images:
+                for s, kept in self._grid.items():
+                    self._grid[s] = {n: kept[n] for n in sorted(kept)[: self.grid_images]}
+        order = {m: i for i, m in enumerate(self.method_order())}
+        unique = {(r["method"], r["scale"], r["name"]): r for r in reversed(rows)}
+        return sorted(
+            unique.values(), key=lambda r: (order.get(r["method"], len(order)), r["scale"], r["name"])
+        )
+
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not self._records:
+        rows = self._gather(trainer, self._rows(stage))  # a collective under DDP: every rank calls it
+        if not rows:
             return
         scale_max = getattr(trainer.datamodule, "scale_max", None) if trainer.datamodule is not None else None
         scale_max = float(scale_max) if scale_max is not None else None
-        rows = self._rows(stage)
         methods = self.method_order()
         summary = summarize(rows, methods, scale_max)
         self._log(pl_module, stage, rows, summary)

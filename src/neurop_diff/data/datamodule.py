@@ -14,6 +14,16 @@ float pairs in [-1, 1] on the batch's device (the GPU in GPU training), so the C
 * **Val / test / predict** (items add ``nominal_scale``): every image at every listed scale, one scale per
   batch, scale-major order, LR of ``round(H / s)``, no augmentation: the same pairs every run.
 
+**Several processes (DDP).** Training: each rank reads its own share of a per-epoch shuffle
+(``TrainSampler``: seed + epoch, as ``DistributedSampler``); the pair generator is seeded alike on every rank,
+so all ranks of a step use the same scale (and crop positions, on different images). Val / test: Lightning
+injects a ``DistributedSampler``; ``ScaleBatchSampler`` then splits every scale's images into equal contiguous
+shares (padding short shares by repeating images of that scale), so all ranks run the same number of batches
+and step ``k`` has the same scale everywhere; ``SRMetrics`` gathers the results and drops the repeats.
+
+**Exact resume.** ``state_dict()`` holds the pair generator and the position in the training epoch (batches
+turned into pairs so far); a resumed fit rebuilds the same epoch order and skips the batches already trained on.
+
 Batches after transfer (docs/architecture.md): ``hr`` (B,3,H,W) and ``lr`` (B,3,h,w) float in [-1, 1],
 ``scale`` (B,) float32 true scale ``H / h``, ``nominal_scale`` (B,) float32 (eval only), ``name`` list[str].
 """
@@ -21,18 +31,28 @@ Batches after transfer (docs/architecture.md): ``hr`` (B,3,H,W) and ``lr`` (B,3,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from .datasets import AID, RSSCN7, SPLITS, ImageFolder, SRImageDataset, UCMerced
 from .degradation import degrade, sample_scale, validate_scale_range
 
-__all__ = ["DATASETS", "EvalPairs", "SRDataModule", "ScaleBatchSampler"]
+__all__ = ["DATASETS", "EvalPairs", "SRDataModule", "ScaleBatchSampler", "TrainSampler"]
+
+# Lightning warns that a DistributedSampler repeats val/test samples; ScaleBatchSampler shards the eval pairs
+# itself and SRMetrics counts every (image, scale) once, so the warning does not apply to these loaders.
+warnings.filterwarnings(
+    "ignore", message=r"Using `DistributedSampler` with the dataloaders", category=PossibleUserWarning
+)
 
 DATASETS: dict[str, type[SRImageDataset]] = {
     "ucmerced": UCMerced,
@@ -61,8 +81,11 @@ class EvalPairs(Dataset):
 class ScaleBatchSampler(BatchSampler):
     """Batches of ``EvalPairs`` indices that never mix scales: scale-major, images in sampler order, in chunks.
 
-    A ``BatchSampler`` over any index ``sampler`` (sequential by default), so Lightning can inject a distributed
-    sampler or its prediction index tracking: each rank then groups its own share of the indices by scale.
+    A ``BatchSampler`` over any index ``sampler`` (sequential by default). Under a ``DistributedSampler`` (as
+    Lightning injects for val/test in DDP) it shards by itself: every scale's images are split into
+    ``num_replicas`` equal contiguous shares, short shares padded by repeating images of that scale, so every
+    rank gets the same number of batches and the same scale at every step (the metrics drop the repeats). Under
+    an unrepeated sampler (Lightning's prediction sampler) it groups the rank's own indices, without repeats.
     """
 
     def __init__(
@@ -71,13 +94,29 @@ class ScaleBatchSampler(BatchSampler):
         super().__init__(sampler, batch_size, drop_last)
         self.num_images = num_images
 
+    def _shard(self) -> tuple[list[int], int, int]:
+        """(indices in order, number of shares, this rank's share)."""
+        s = self.sampler
+        if isinstance(s, DistributedSampler) and not isinstance(s, UnrepeatedDistributedSampler):
+            if isinstance(s, DistributedSamplerWrapper):
+                indices = [int(s.dataset[i]) for i in range(len(s.dataset))]
+            else:
+                indices = list(range(len(s.dataset)))
+            return indices, s.num_replicas, s.rank
+        return [int(i) for i in s], 1, 0
+
     def _batches(self) -> list[list[int]]:
+        indices, shares, rank = self._shard()
         groups: dict[int, list[int]] = {}
-        for index in self.sampler:
-            groups.setdefault(int(index) // self.num_images, []).append(int(index))
+        for index in indices:
+            groups.setdefault(index // self.num_images, []).append(index)
         batches = []
         for scale_index in sorted(groups):
             members = groups[scale_index]
+            if shares > 1:
+                per = math.ceil(len(members) / shares)
+                padded = [members[i % len(members)] for i in range(per * shares)]
+                members = padded[rank * per : (rank + 1) * per]
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start : start + self.batch_size]
                 if len(chunk) == self.batch_size or not self.drop_last:
@@ -89,6 +128,30 @@ class ScaleBatchSampler(BatchSampler):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+class TrainSampler(DistributedSampler):
+    """This rank's share of a shuffle drawn from ``seed + epoch`` (``DistributedSampler``), resumable mid-epoch.
+
+    Being a ``DistributedSampler``, Lightning leaves it in place under DDP (and calls ``set_epoch``).
+    ``start_at(epoch, position)`` makes the next pass over ``epoch`` begin at ``position`` (samples of this
+    rank), the rest of an interrupted epoch in the same order.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._start: tuple[int, int] | None = None
+
+    def start_at(self, epoch: int, position: int) -> None:
+        self.set_epoch(epoch)
+        self._start = (epoch, position) if position > 0 else None
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self._start is not None and self._start[0] == self.epoch:
+            indices = indices[self._start[1] :]
+        self._start = None
+        return iter(indices)
 
 
 def _check_scales(name: str, scales: Sequence[float]) -> list[float]:
@@ -193,6 +256,9 @@ class SRDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.datasets: dict[str, SRImageDataset] = {}
+        # Position in training: the epoch and the batches of it turned into pairs (what a resume skips).
+        self._epoch, self._epoch_batches = 0, 0
+        self._resume: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- data preparation
     def prepare_data(self) -> None:
@@ -229,14 +295,30 @@ class SRDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
         data = self._dataset("train")
+        replicas, rank = self._world()
+        sampler = TrainSampler(data, num_replicas=replicas, rank=rank, seed=self.hparams.seed)
+        drop_last = len(sampler) > self.batch_size
+        if self._resume is not None:
+            epoch, done = self._resume
+            self._resume = None
+            per_epoch = (
+                len(sampler) // self.batch_size if drop_last else math.ceil(len(sampler) / self.batch_size)
+            )
+            if done >= per_epoch:  # saved at the end of an epoch: the next one starts afresh
+                epoch, done = epoch + 1, 0
+            sampler.start_at(epoch, done * self.batch_size)
+            self._epoch, self._epoch_batches = epoch, done
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(data) > self.batch_size,
-            generator=torch.Generator().manual_seed(self.hparams.seed),
+            sampler=sampler,
+            drop_last=drop_last,
             **self._loader_kwargs(),
         )
 
@@ -265,7 +347,13 @@ class SRDataModule(L.LightningDataModule):
         """uint8 HR batch -> float pairs in [-1, 1] on the batch's device (eval if it has ``nominal_scale``)."""
         if "nominal_scale" in batch:
             return self.make_eval_pair(batch)
-        return self.make_train_pair(batch, self.generator)
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else self._epoch
+        if epoch != self._epoch:
+            self._epoch, self._epoch_batches = epoch, 0
+        pair = self.make_train_pair(batch, self.generator)
+        self._epoch_batches += 1
+        return pair
 
     def make_eval_pair(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Deterministic pair at the batch's nominal scale: LR of ``round(H / s)`` from the whole HR."""
@@ -326,9 +414,16 @@ class SRDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- checkpointed state
     def state_dict(self) -> dict[str, Any]:
-        """The pair generator's state, saved in checkpoints so a resumed run continues the same draws."""
-        return {"generator_state": self.generator.get_state()}
+        """The pair generator's state and the position in the training epoch, saved in checkpoints so a
+        resumed run continues the same draws on the same remaining batches."""
+        return {
+            "generator_state": self.generator.get_state(),
+            "epoch": self._epoch,
+            "epoch_batches": self._epoch_batches,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "generator_state" in state_dict:
             self.generator.set_state(state_dict["generator_state"])
+        if "epoch" in state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["epoch_batches"]))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from neurop_diff.diffusion.sampling import ddim_sample
 from neurop_diff.diffusion.schedule import make_schedule, q_sample, sample_gamma
-from neurop_diff.lit.base import SRTask, stepwise
+from neurop_diff.lit.base import SRTask, stepwise, stream_seed
 from neurop_diff.lit.operator import SRNO_DEFAULTS, load_operator
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
@@ -49,7 +49,10 @@ class DiffusionModule(SRTask):
         schedule, timesteps, beta_start, beta_end: the noise schedule (authors: linear 1e-6..1e-2, T=2000).
         loss: `l1` (paper) or `l2` on the predicted noise.
         lr_schedule, lr_step_every: absolute Adam learning rates, one per `lr_step_every` optimizer steps.
-        sampling_steps, eta, spacing, seed: DDIM sampling at validation/test/predict (seeded per batch).
+        sampling_steps, eta, spacing: DDIM sampling at validation/test/predict.
+        seed: seeds the training noise (per rank and batch, see `SRTask`) and the sampling: with `eta = 0` the
+            starting noise of every image comes from (seed, image name, scale), so an image's result does not
+            depend on the batch or the number of processes; other draws are seeded per batch.
         chunk_size: operator query points evaluated at once when computing the prior.
     """
 
@@ -110,13 +113,10 @@ class DiffusionModule(SRTask):
             dropout=dropout,
         )
         self.schedule = make_schedule(schedule, timesteps, beta_start, beta_end)
+        # The training noise generator, reseeded for every batch (rank, batch count: see SRTask).
         self._generator = torch.Generator().manual_seed(seed)
 
     # --- the operator stays frozen and out of the optimizer ---------------------------------------------------
-    def setup(self, stage: str) -> None:
-        # Ranks draw different training noise; a resumed run restores the state in on_load_checkpoint.
-        self._generator.manual_seed(self.hparams.seed + 1_000_003 * self.global_rank)
-
     def train(self, mode: bool = True) -> DiffusionModule:
         super().train(mode)
         if self.operator is not None:
@@ -135,7 +135,12 @@ class DiffusionModule(SRTask):
         """(condition (B,C,H,W), operator RGB prior (B,3,H,W) in [-1,1] or None), computed once per image.
 
         The prior is also computed for the other conditions outside training, as the `operator` result row.
+        The frozen operator runs in float32 under mixed precision too (see OperatorModule.forward).
         """
+        with torch.autocast(lr.device.type, enabled=False):
+            return self._condition(lr.float(), size)
+
+    def _condition(self, lr: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
         kind, chunk = self.hparams.condition, self.hparams.chunk_size
         prior = None
         if self.operator is not None and (kind == "operator" or not self.training):
@@ -157,6 +162,7 @@ class DiffusionModule(SRTask):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         hr, lr = batch["hr"], batch["lr"]
         cond, _ = self.condition(lr, tuple(hr.shape[-2:]))
+        self._generator.manual_seed(self.training_seed("diffusion"))
         gamma = sample_gamma(self.schedule, hr.shape[0], generator=self._generator).to(hr)
         noise = torch.randn(hr.shape, generator=self._generator).to(hr)
         pred = self.denoise(q_sample(hr, gamma, noise), gamma, cond)
@@ -170,8 +176,7 @@ class DiffusionModule(SRTask):
         lr = batch["lr"]
         size = tuple(batch["hr"].shape[-2:])
         cond, prior = self.condition(lr, size)
-        rank = self.global_rank if self._trainer else 0
-        generator = torch.Generator().manual_seed(self.hparams.seed + 1_000_003 * rank + batch_idx)
+        x_T, generator = self._sampling_noise(batch, batch_idx, (lr.shape[0], 3, *size))
         bar = self._step_bar(f"DDIM x{float(batch['scale'][0]):.2f}")
         sr = ddim_sample(
             self.denoise,
@@ -182,6 +187,7 @@ class DiffusionModule(SRTask):
             eta=self.hparams.eta,
             spacing=self.hparams.spacing,
             generator=generator,
+            x_T=x_T.to(lr) if x_T is not None else None,
             device=lr.device,
             dtype=lr.dtype,
             callback=(lambda _: bar.update(1)) if bar is not None else None,
@@ -192,6 +198,32 @@ class DiffusionModule(SRTask):
         if prior is not None:
             out["operator"] = prior
         return out
+
+    def _sampling_noise(
+        self, batch: dict, batch_idx: int, shape: tuple[int, ...]
+    ) -> tuple[Tensor | None, torch.Generator]:
+        """(starting noise x_T (B,3,H,W) float32 on the CPU, or None; generator for the further draws).
+
+        With image names, x_T comes image by image from (seed, name, nominal scale): the same for an image in any
+        batch on any rank, so multi-process results equal single-process ones. The generator (used with eta > 0,
+        or for x_T without names) is seeded by (seed, the batch's first name and scale), or without names by
+        seed + 1_000_003 * rank + batch_idx.
+        """
+        seed, names = self.hparams.seed, batch.get("name")
+        scale = float(torch.as_tensor(batch.get("nominal_scale", batch["scale"])).reshape(-1)[0])
+        if names and len(names) == shape[0]:
+            x_T = torch.stack(
+                [
+                    torch.randn(
+                        shape[1:], generator=torch.Generator().manual_seed(stream_seed(seed, n, scale))
+                    )
+                    for n in names
+                ]
+            )
+            return x_T, torch.Generator().manual_seed(stream_seed("steps", seed, names[0], scale))
+        rank = self.global_rank if self._trainer else 0
+        # Without names: as before (neurop_diff.inference reproduces this draw for a single batch).
+        return None, torch.Generator().manual_seed(seed + 1_000_003 * rank + batch_idx)
 
     def _step_bar(self, desc: str) -> tqdm | None:
         """A transient bar over the sampling steps of one batch, under Lightning's own bars (rank 0 only)."""
@@ -211,10 +243,7 @@ class DiffusionModule(SRTask):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, stepwise(list(values), self.hparams.lr_step_every))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["diffusion_generator"] = self._generator.get_state()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "diffusion_generator" in checkpoint:
-            self._generator.set_state(checkpoint["diffusion_generator"])
-        rank_zero_info("DiffusionModule: operator weights restored from the diffusion checkpoint")
+        super().on_load_checkpoint(checkpoint)
+        if self.operator is not None:
+            rank_zero_info("DiffusionModule: operator weights restored from the diffusion checkpoint")

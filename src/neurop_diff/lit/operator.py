@@ -38,6 +38,7 @@ class OperatorModule(SRTask):
         chunk_size: query points evaluated at once at validation/test/predict (exact; bounds memory).
         weights: optional path to the authors' SRNO weights (`srno_weight.pth` or an SRNO `epoch-*.pth`)
             loaded at construction.
+        seed: seeds the training random stream (the point subsets), per rank and batch (see `SRTask`).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class OperatorModule(SRTask):
         weight_decay: float = 0.0,
         chunk_size: int | None = 65536,
         weights: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if sample_q is not None and sample_q < 0:
@@ -66,8 +68,12 @@ class OperatorModule(SRTask):
             load_srno_weights(self.model, weights)
 
     def forward(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
-        """SR image (B,3,H,W) in about [-1,1] from an LR image (B,3,h,w) in [-1,1]."""
-        return self.model(lr, size, chunk_size=self.hparams.chunk_size)
+        """SR image (B,3,H,W) float32 in about [-1,1] from an LR image (B,3,h,w) in [-1,1].
+
+        Evaluated in float32 even under mixed precision: the exact chunked evaluation mixes dtypes that
+        autocast does not reconcile (embedding_bag), and evaluation is where precision is reported."""
+        with torch.autocast(lr.device.type, enabled=False):
+            return self.model(lr.float(), size, chunk_size=self.hparams.chunk_size)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         hr, lr = batch["hr"], batch["lr"]
@@ -76,12 +82,17 @@ class OperatorModule(SRTask):
         target = hr.flatten(2).transpose(1, 2)  # (B, N, 3)
         q = self.hparams.sample_q
         if q and q < h * w:
-            # A different random subset per item: the attention's quadrature set and the loss points.
+            # A different random subset per item: the attention's quadrature set and the loss points. The global
+            # generator is seeded per batch (SRTask.on_train_batch_start), so a resumed run draws the same.
             idx = torch.rand(b, h * w, device=hr.device).argsort(dim=1)[:, :q]
             coord = coord.gather(1, idx[..., None].expand(-1, -1, 2))
             target = target.gather(1, idx[..., None].expand(-1, -1, 3))
         cell = make_cell((h, w), batch_size=b, device=hr.device, dtype=hr.dtype)
-        pred = self.model.query(self.model.encode(lr), lr, coord, cell)
+        feat = self.model.encode(lr)
+        # Under mixed precision only the encoder runs in half precision: the query's neighbour gather
+        # (embedding_bag) does not accept the mixed dtypes autocast produces.
+        with torch.autocast(hr.device.type, enabled=False):
+            pred = self.model.query(feat.float(), lr.float(), coord, cell)
         loss = F.l1_loss(pred, target)
         self._check_finite(loss, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=b)

@@ -319,7 +319,8 @@ class SRNO(nn.Module):
     def _gather(table: Tensor, nb: _Points) -> Tensor:
         """sum_k weight_k * table[row_k * 4 + k] -> (B, n, D); embedding_bag fuses the gathers and the sum."""
         bag = nb.rows * 4 + torch.arange(4, device=nb.rows.device)
-        out = F.embedding_bag(bag, table, per_sample_weights=nb.weights, mode="sum")
+        # embedding_bag wants the weights in the table's dtype (they differ under bf16/fp16 autocast).
+        out = F.embedding_bag(bag, table, per_sample_weights=nb.weights.to(table.dtype), mode="sum")
         return out.view(*nb.rel.shape[:2], -1)
 
     def _lift_points(self, ctx: _LiftContext, nb: _Points) -> Tensor:

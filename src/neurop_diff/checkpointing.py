@@ -1,0 +1,175 @@
+"""Never lose work: atomic checkpoint files, a checkpoint on SIGTERM, and `--ckpt_path last` that finds the run.
+
+* `AtomicCheckpointIO` writes a checkpoint to a temporary file in the target's folder, flushes it to disk, then
+  renames it over the target (`os.replace`, atomic on POSIX): a process killed while saving leaves the previous
+  `last.ckpt` intact. Lightning's default writes through a temporary file in the system temp folder, which is a
+  copy (not a rename) when that folder is on another file system, and keeps a second copy of the checkpoint in
+  memory. Reading errors name the file.
+* `SaveOnSigterm` saves `last.ckpt` when the run receives SIGTERM (preemption, `scancel`, a SLURM time limit);
+  Lightning then stops at the end of the current batch and the process exits with status 0.
+* `find_resume_version` lets `fit --ckpt_path last` continue in the run folder that holds the newest `last.ckpt`
+  (loggers otherwise open a new `version_N` folder, where "last" finds nothing).
+
+`neurop_diff.cli` installs the first two on every trainer it builds (unless a custom CheckpointIO is set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+__all__ = ["AtomicCheckpointIO", "SaveOnSigterm", "ensure_safe_checkpointing", "find_resume_version"]
+
+_TMP_MARK = ".tmp-"
+
+
+def _is_local(path: str | os.PathLike[str]) -> bool:
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def _local_path(path: str | os.PathLike[str]) -> Path:
+    text = str(path)
+    return Path(text[len("file://") :] if text.startswith("file://") else text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable (a power loss right after could otherwise lose it); not on every OS.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` whose local saves are atomic: temporary file in the same folder, fsync, `os.replace`.
+
+    Remote paths (`s3://...`) use Lightning's own saving. Loading raises `ValueError` naming the file when it
+    is truncated or not a checkpoint.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = _local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a process killed while saving this file: never valid checkpoints.
+        for stale in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        tmp = target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                self._dump(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(target.parent)
+
+    def _dump(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
+        """Serialises `checkpoint` into the open temporary file (a seam for tests)."""
+        torch.save(checkpoint, f)
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike[str],
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except pickle.UnpicklingError as err:
+            if "Weights only load failed" in str(err):
+                raise  # torch's message explains the unsafe content and the options
+            raise _unreadable(path, err) from err
+        except (RuntimeError, EOFError, OSError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise _unreadable(path, err) from err
+
+
+def _unreadable(path: str | os.PathLike[str], err: BaseException) -> ValueError:
+    first = str(err).splitlines()[0] if str(err) else "no details"
+    return ValueError(
+        f"{path}: cannot read the checkpoint (truncated or corrupt file, e.g. a copy or save that was cut "
+        f"short; or not a torch.save file): {type(err).__name__}: {first}"
+    )
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `last.ckpt` goes: the first ModelCheckpoint's folder, else `<default_root_dir>/checkpoints`."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class SaveOnSigterm(L.Callback):
+    """Saves `last.ckpt` when a fit receives SIGTERM, so the run resumes with `--ckpt_path last`.
+
+    Lightning's signal handler marks the SIGTERM and raises `SIGTERMException` (a `SystemExit` with status 0)
+    at the end of the current training batch, on every rank; this saves the state of that batch boundary
+    before the process exits. Other exceptions (e.g. a non-finite loss) save nothing: the newest checkpoint
+    stays the last good one.
+    """
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if trainer.validating:
+            # Mid-validation the weight-averaging callbacks hold the raw weights and the module the average:
+            # swap back (their own end-of-validation hook) so the checkpoint holds each in its place. The
+            # interrupted validation round then reports only the batches run after the resume.
+            for callback in trainer.callbacks:
+                if isinstance(callback, WeightAveraging):
+                    callback.on_validation_epoch_end(trainer, pl_module)
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        rank_zero_info(
+            f"SIGTERM received: saved {path} at global step {trainer.global_step}; "
+            "resume with the same command and `--ckpt_path last`"
+        )
+
+
+def ensure_safe_checkpointing(trainer: L.Trainer) -> None:
+    """Gives `trainer` atomic checkpoint files (unless it has a custom CheckpointIO) and `SaveOnSigterm`."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+    if not any(isinstance(cb, SaveOnSigterm) for cb in trainer.callbacks):
+        trainer.callbacks.append(SaveOnSigterm())
+
+
+def find_resume_version(save_dir: str | os.PathLike[str], name: str | None) -> tuple[str, Path] | None:
+    """(version folder name, newest last*.ckpt) under `save_dir/name/*/checkpoints`, or None when there is none."""
+    root = Path(save_dir) / (name or "")
+    if not root.is_dir():
+        return None
+    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file() and _TMP_MARK not in p.name]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    return newest.parent.parent.name, newest
