@@ -85,7 +85,9 @@ def table(metrics_csv: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default=str(REPO.parent / "shared/data/rsscn7"))
     parser.add_argument("--minutes", type=int, default=20)
     parser.add_argument("--eval-images", type=int, default=56, help="val images (round-robin over classes)")
@@ -93,7 +95,9 @@ def main() -> None:
     args = parser.parse_args()
     metrics_csv = run(args)
     print(f"\nMachine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"Operator quality after {args.minutes} min of training on RSSCN7 (val, {args.eval_images} images):")
+    print(
+        f"Operator quality after {args.minutes} min of training on RSSCN7 (val, {args.eval_images} images):"
+    )
     print(table(metrics_csv))
     print(f"(from {metrics_csv})")
 

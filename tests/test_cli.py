@@ -157,3 +157,12 @@ def test_fit_and_test_both_stages(tmp_path, shared_data):
     m = _metrics(tmp_path / "diffusion_test/v0")
     for key in ("test/psnr_x4", "test/psnr_x10", "test/psnr_operator_x10", "test/psnr_bicubic_x4"):
         assert key in m, key
+
+    # and the trained run upscales a real scene at a non-integer scale through the same command
+    image = shared_data / "ucmerced" / "airplane" / "airplane00.png"
+    main(["upscale", str(image), "--checkpoint", str(diff_ckpt), "--scale", "1.5", "--steps", "2",
+          "--out", str(tmp_path / "up"), "--no-progress"])  # fmt: skip
+    from PIL import Image
+
+    (out,) = (tmp_path / "up").iterdir()
+    assert Image.open(out).size == (384, 384)

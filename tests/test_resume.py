@@ -130,8 +130,18 @@ def _assert_equal(x, y, where: str) -> None:
         assert x == y, f"{where}: {x!r} != {y!r}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Bit-exact comparisons need one reduction order: the killed subprocess runs with OMP_NUM_THREADS=1, so the
+    # in-process runs (reference and resume) use one thread too, whatever the caller's setting.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def reference(shared_data, tmp_path_factory) -> dict[str, Path]:
+def reference(one_thread, shared_data, tmp_path_factory) -> dict[str, Path]:
     """Uninterrupted fits of both stages (8 steps): their last.ckpt files."""
     out = tmp_path_factory.mktemp("reference")
     cbs = callbacks_config(out / "callbacks.yaml")

@@ -23,6 +23,7 @@ from neurop_diff.weights.io import load_checkpoint_file
 
 EXTRA_COMMANDS = {
     "import-weights": "convert the authors' SRNO / NeurOp-Diff weights into a neurop-diff checkpoint",
+    "upscale": "upscale images or GeoTIFF scenes at any scale with a checkpoint of either stage",
 }
 
 
@@ -195,11 +196,17 @@ def _import_weights(argv: list[str]) -> None:
     print(f"wrote {written}")
 
 
+def _upscale(argv: list[str]) -> None:
+    from neurop_diff.inference.cli import upscale_main
+
+    upscale_main(argv)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of `neurop-diff`; `args` defaults to sys.argv[1:] (tests pass a list)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXTRA_COMMANDS:
-        {"import-weights": _import_weights}[argv[0]](argv[1:])
+        {"import-weights": _import_weights, "upscale": _upscale}[argv[0]](argv[1:])
         return
     if argv and argv[0] in ("-h", "--help"):
         extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())

@@ -1,0 +1,354 @@
+"""The Python API of the upscaler: `upscale(image, scale=3.7, checkpoint=...)` for any real scale >= 1.
+
+Stages: ``operator`` evaluates SRNO exactly over the whole scene (chunked: memory bounded by the chunk
+size, result identical to one full evaluation); ``diffusion`` computes the operator prior once for the
+whole scene, then samples with DDIM on overlapping UNet-sized tiles blended at every step
+(:mod:`neurop_diff.inference.tiling`). Loaded checkpoints are cached per (file, device) in the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from neurop_diff.inference import io
+from neurop_diff.inference.tiling import plan_tiles, tiled_ddim_sample
+
+if TYPE_CHECKING:
+    from neurop_diff.lit.diffusion import DiffusionModule
+    from neurop_diff.lit.operator import OperatorModule
+    from neurop_diff.models.operator import SRNO
+
+    Checkpoint = str | Path | DiffusionModule | OperatorModule | SRNO | "LoadedModel"
+
+__all__ = [
+    "DEFAULT_SCALE_MAX",
+    "LoadedModel",
+    "OutOfDistributionScaleWarning",
+    "clear_model_cache",
+    "load_model",
+    "output_size",
+    "resolve_device",
+    "upscale",
+    "upscale_file",
+    "upscale_tensor",
+]
+
+Stage = Literal["diffusion", "operator"]
+#: Upper end of the training scales when a checkpoint does not record its datamodule (paper: U(1, 8)).
+DEFAULT_SCALE_MAX = 8.0
+#: Operator query points per chunk when the checkpoint does not say.
+DEFAULT_CHUNK = 65536
+
+
+class OutOfDistributionScaleWarning(UserWarning):
+    """The requested scale is above the checkpoint's training range: allowed, but out of distribution."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A checkpoint ready for inference. ``stage``: the checkpoint's own stage. ``operator``: the SRNO (None for
+    a diffusion model with the bicubic condition). ``diffusion``: the DiffusionModule (diffusion checkpoints).
+    ``scale_max``: upper end of the training scales. ``chunk_size``: operator query points per chunk."""
+
+    stage: Stage
+    operator: SRNO | None
+    diffusion: DiffusionModule | None
+    scale_max: float
+    chunk_size: int | str | None
+    device: torch.device
+    source: str
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else Apple MPS, else CPU; anything else as ``torch.device``."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_model(checkpoint: Checkpoint, device: str | torch.device = "auto") -> LoadedModel:
+    """A :class:`LoadedModel` from a checkpoint file (OperatorModule or DiffusionModule checkpoint, or the
+    authors' SRNO weights) or from a module already in memory (moved to ``device``, set to eval).
+
+    Files are cached per (resolved path, modification time, device) for the life of the process.
+    """
+    dev = resolve_device(device)
+    if isinstance(checkpoint, LoadedModel):
+        if checkpoint.device != dev:
+            raise ValueError(f"model was loaded on {checkpoint.device}, asked to run on {dev}: reload it")
+        return checkpoint
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        stat = path.stat()
+        return _load_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(dev))
+    return _from_module(checkpoint, dev, DEFAULT_SCALE_MAX, source=type(checkpoint).__name__)
+
+
+def clear_model_cache() -> None:
+    """Forget the checkpoints loaded by :func:`load_model`."""
+    _load_file.cache_clear()
+
+
+def _from_module(module: Any, dev: torch.device, scale_max: float, source: str) -> LoadedModel:
+    from neurop_diff.lit.diffusion import DiffusionModule
+    from neurop_diff.lit.operator import OperatorModule
+    from neurop_diff.models.operator import SRNO
+
+    if isinstance(module, DiffusionModule):
+        module = module.to(dev).eval()
+        return LoadedModel(
+            "diffusion", module.operator, module, scale_max, module.hparams.chunk_size, dev, source
+        )
+    if isinstance(module, OperatorModule):
+        model = module.model.to(dev).eval()
+        return LoadedModel("operator", model, None, scale_max, module.hparams.chunk_size, dev, source)
+    if isinstance(module, SRNO):
+        return LoadedModel("operator", module.to(dev).eval(), None, scale_max, DEFAULT_CHUNK, dev, source)
+    raise TypeError(
+        f"checkpoint must be a path, a DiffusionModule, an OperatorModule or an SRNO, got {type(module).__name__}"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
+    from neurop_diff.lit.diffusion import DiffusionModule
+    from neurop_diff.lit.operator import load_operator
+
+    dev = torch.device(device)
+    obj = _peek(path)
+    hp = obj.get("hyper_parameters") if isinstance(obj, dict) else None
+    data_hp = obj.get("datamodule_hyper_parameters") if isinstance(obj, dict) else None
+    scale_max = float((data_hp or {}).get("scale_max", DEFAULT_SCALE_MAX))
+    if isinstance(hp, dict) and "condition" in hp:
+        module = DiffusionModule.load_from_checkpoint(path, map_location=dev)
+        return _from_module(module, dev, scale_max, source=path)
+    try:
+        model, _ = load_operator(path)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"{path} is neither an OperatorModule/DiffusionModule checkpoint nor the authors' SRNO weights "
+            f"({err}); convert the authors' files with `neurop-diff import-weights`"
+        ) from err
+    chunk = hp.get("chunk_size", DEFAULT_CHUNK) if isinstance(hp, dict) else DEFAULT_CHUNK
+    return LoadedModel("operator", model.to(dev).eval(), None, scale_max, chunk, dev, path)
+
+
+def _peek(path: str) -> Any:
+    """The checkpoint's dict without reading its tensors (memory-mapped when the format allows it)."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except RuntimeError:  # legacy (non-zip) format: no mmap
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def output_size(
+    in_size: tuple[int, int], scale: float | None = None, size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """Output (H, W) from exactly one of ``scale`` (any real >= 1: ``round(h * scale)``) and ``size``."""
+    h, w = in_size
+    if (scale is None) == (size is None):
+        raise ValueError(f"give exactly one of scale and size, got scale={scale!r}, size={size!r}")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"scale must be a finite real number >= 1, got {scale!r}")
+        if scale < 1:
+            raise ValueError(f"scale must be >= 1 (HR/LR; this is an upscaler), got {scale!r}")
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    if len(size) != 2 or any(isinstance(v, bool) or int(v) != v for v in size):
+        raise ValueError(f"size must be two ints (H, W), got {size!r}")
+    out = int(size[0]), int(size[1])
+    if out[0] < h or out[1] < w:
+        raise ValueError(
+            f"size {out} is smaller than the input {in_size}: the scale must be >= 1 on both axes"
+        )
+    return out
+
+
+def _pick_stage(model: LoadedModel, stage: str | None) -> Stage:
+    if stage is None:
+        return model.stage
+    if stage not in ("diffusion", "operator"):
+        raise ValueError(f"stage must be 'diffusion' or 'operator', got {stage!r}")
+    if stage == "diffusion" and model.diffusion is None:
+        raise ValueError(
+            f"{model.source} is an operator checkpoint: it has no diffusion model; use stage='operator' "
+            "(or leave stage unset) or give a DiffusionModule checkpoint"
+        )
+    if stage == "operator" and model.operator is None:
+        raise ValueError(f"{model.source} has no operator (a diffusion model with the bicubic condition)")
+    return stage
+
+
+@torch.inference_mode()
+def upscale_tensor(
+    lr: Tensor,
+    size: tuple[int, int],
+    model: LoadedModel,
+    stage: Stage | None = None,
+    *,
+    steps: int = 50,
+    seed: int = 0,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tile_batch: int = 4,
+    progress: bool = False,
+) -> Tensor:
+    """SR of ``lr`` (1, 3, h, w) in [-1, 1] to ``size`` = (H, W); returns (1, 3, H, W) in [-1, 1] on the CPU.
+
+    ``operator``: the exact chunked SRNO evaluation. ``diffusion``: DDIM with ``steps`` steps, noise from
+    ``torch.Generator().manual_seed(seed)``, on tiles of ``tile`` HR pixels (default: the UNet's training
+    ``image_size``) overlapping by ``overlap`` (default ``tile // 4``), ``tile_batch`` tiles per UNet call.
+    With one tile covering the image this is exactly the DiffusionModule's own sampler.
+    """
+    stage = _pick_stage(model, stage)
+    lr = lr.to(model.device, torch.float32)
+    if stage == "operator":
+        out = model.operator(lr, tuple(size), chunk_size=model.chunk_size)
+        return out.clamp(-1, 1).cpu()
+    module = model.diffusion
+    hp = module.hparams
+    tile = int(hp.image_size) if tile is None else int(tile)
+    overlap = tile // 4 if overlap is None else int(overlap)
+    factor = module.unet.factor
+    if tile < factor or tile % factor:
+        raise ValueError(
+            f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
+        )
+    _, grid = plan_tiles(tuple(size), tile, overlap, factor)  # validates before the costly prior
+    cond, _ = module.condition(lr, tuple(size))
+    bar = tqdm(
+        total=steps * len(grid),
+        desc=f"diffusion: {steps} steps x {len(grid)} tile(s)",
+        unit="tile",
+        disable=not progress,
+        leave=False,
+    )
+    with bar:
+        out = tiled_ddim_sample(
+            module.denoise,
+            cond,
+            (lr.shape[0], 3, *size),
+            module.schedule,
+            tile=tile,
+            overlap=overlap,
+            multiple=factor,
+            tile_batch=tile_batch,
+            steps=steps,
+            eta=float(hp.eta),
+            spacing=hp.spacing,
+            generator=torch.Generator().manual_seed(seed),
+            on_tiles=bar.update,
+            device=model.device,
+        )
+    return out.clamp(-1, 1).cpu()
+
+
+def _upscale_raster(
+    raster: io.Raster, scale: float | None, size: tuple[int, int] | None, model: LoadedModel, **kwargs: Any
+) -> np.ndarray:
+    """Model output (H, W, 3) float32 in [0, 1] for a raster; warns once when out of distribution."""
+    h, w = raster.rgb.shape[:2]
+    out_size = output_size((h, w), scale, size)
+    true_scale = max(out_size[0] / h, out_size[1] / w)
+    if true_scale > model.scale_max + 1e-9:
+        warnings.warn(
+            f"scale x{true_scale:.3g} is above the training range of {model.source} (scales up to "
+            f"x{model.scale_max:g}): out of distribution, expect lower fidelity",
+            OutOfDistributionScaleWarning,
+            stacklevel=3,
+        )
+    lr = torch.from_numpy(raster.rgb).permute(2, 0, 1)[None] * 2 - 1
+    sr = upscale_tensor(lr, out_size, model, **kwargs)
+    return ((sr[0] + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def upscale(
+    image: str | Path | np.ndarray | Image.Image,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    *,
+    checkpoint: Checkpoint,
+    stage: Stage | None = None,
+    steps: int = 50,
+    seed: int = 0,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tile_batch: int = 4,
+    bands: tuple[int, ...] | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> np.ndarray | Image.Image:
+    """Upscales an image by any real ``scale`` >= 1, or to ``size`` = (H, W).
+
+    Args:
+        image: a file path (PNG, JPEG, TIFF, GeoTIFF), a PIL image or an (H, W[, C]) numpy array (uint8, other
+            integer dtypes: stretched as files are, float: in [0, 1]).
+        scale, size: exactly one. Scales above the checkpoint's training range (its datamodule's
+            ``scale_max``, default 8) run with an :class:`OutOfDistributionScaleWarning`.
+        checkpoint: a checkpoint path (OperatorModule or DiffusionModule, or the authors' SRNO weights), a
+            module in memory, or a :class:`LoadedModel`.
+        stage: ``"diffusion"`` or ``"operator"``; default the checkpoint's own stage. A diffusion checkpoint
+            can also give its operator's output; an operator checkpoint cannot give ``"diffusion"``.
+        steps, seed: DDIM steps and noise seed (diffusion).
+        tile, overlap, tile_batch: diffusion tiles in HR pixels (default: the UNet's training size, overlap
+            a quarter of it), tiles per UNet call. The operator stage is always exact and ignores them.
+        bands: 1-based bands to use (three as RGB, or one as grey); see :mod:`neurop_diff.inference.io`.
+        device: ``"auto"`` (CUDA, MPS, else CPU) or a torch device.
+        progress: a tqdm bar over the diffusion steps and tiles.
+
+    Returns:
+        A PIL image for a PIL input (same mode family: L or RGB), else a numpy array (H, W, 3) or (H, W) in the
+        input's dtype (uint8 for 8-bit images; float32 in [0, 1] for float arrays). Only the chosen bands.
+    """
+    model = load_model(checkpoint, device)
+    if isinstance(image, (str, Path)):
+        raster = io.read_image(image, bands)
+    elif isinstance(image, Image.Image):
+        raster = io.from_array(io.pil_array(image), "PIL image", bands)
+    elif isinstance(image, np.ndarray):
+        raster = io.from_array(image, "array", bands)
+    else:
+        raise TypeError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
+    rgb = _upscale_raster(
+        raster, scale, size, model, stage=stage, steps=steps, seed=seed, tile=tile, overlap=overlap,
+        tile_batch=tile_batch, progress=progress,
+    )  # fmt: skip
+    data = io.to_array(rgb, raster)
+    arr = data[0] if raster.gray else np.ascontiguousarray(data.transpose(1, 2, 0))
+    return Image.fromarray(arr) if isinstance(image, Image.Image) else arr
+
+
+def upscale_file(
+    src: str | Path,
+    dst: str | Path,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    *,
+    checkpoint: Checkpoint,
+    bands: tuple[int, ...] | None = None,
+    device: str | torch.device = "auto",
+    **kwargs: Any,
+) -> Path:
+    """Upscales the file ``src`` into ``dst`` in the same form (a GeoTIFF stays a GeoTIFF: same CRS and bounds,
+    scaled transform, nodata kept, input dtype). ``kwargs``: those of :func:`upscale`."""
+    model = load_model(checkpoint, device)
+    raster = io.read_image(src, bands)
+    rgb = _upscale_raster(raster, scale, size, model, **kwargs)
+    return io.write_image(dst, rgb, raster)
