@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> Path:
         "--model.init_args.sample_q=2304",
         "--model.init_args.lr=4e-4",
         f"--trainer.max_time=00:00:{args.minutes:02d}:00",
-        "--trainer.max_steps=-1",
-        "--trainer.max_epochs=-1",
+        f"--trainer.max_steps={args.max_steps}",  # the cosine horizon; max_time usually stops first
         "--trainer.val_check_interval=null",
         "--trainer.check_val_every_n_epoch=100000",
         "--trainer.log_every_n_steps=50",
@@ -90,6 +89,7 @@ def main() -> None:
     )
     parser.add_argument("--root", default=str(REPO.parent / "shared/data/rsscn7"))
     parser.add_argument("--minutes", type=int, default=20)
+    parser.add_argument("--max-steps", type=int, default=2500, help="schedule horizon (about 20 min here)")
     parser.add_argument("--eval-images", type=int, default=56, help="val images (round-robin over classes)")
     parser.add_argument("--out", default=str(REPO / "runs/bench"))
     args = parser.parse_args()

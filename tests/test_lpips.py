@@ -9,29 +9,9 @@ import warnings
 
 import pytest
 import torch
-import torchvision
 
+from conftest import make_alexnet_file
 from neurop_diff.evaluation import lpips as lp
-
-
-def make_alexnet_file(torch_home) -> dict:
-    """A locally made AlexNet backbone under torchvision's hub file name; returns the saved state dict.
-
-    The classifier (unused by LPIPS, 58M parameters) is stored as an expanded zero so the file stays ~10 MB.
-    """
-    with torch.device("meta"):  # only the shapes; building the real 61M-parameter net is slow
-        shapes = {k: v.shape for k, v in torchvision.models.alexnet(weights=None).state_dict().items()}
-    g = torch.Generator().manual_seed(3)
-    state = {
-        k: 0.05 * torch.randn(shape, generator=g)
-        if k.startswith("features")
-        else torch.zeros(1).expand(shape)
-        for k, shape in shapes.items()
-    }
-    path = torch_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(state, path)
-    return state
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from conftest import make_alexnet_file
 from neurop_diff.callbacks import SRMetrics
 from neurop_diff.evaluation import lpips as lp
 from neurop_diff.evaluation.convention import ssim_per_image
@@ -164,22 +164,6 @@ def offline_lpips(monkeypatch, tmp_path):
         raise OSError("offline (test)")
 
     monkeypatch.setattr(lp, "_download", no_network)
-
-
-def make_alexnet_file(torch_home) -> None:
-    """A locally made AlexNet backbone under torchvision's hub file name (classifier as expanded zeros)."""
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in torchvision.models.alexnet(weights=None).state_dict().items()}
-    g = torch.Generator().manual_seed(3)
-    state = {
-        k: 0.05 * torch.randn(shape, generator=g)
-        if k.startswith("features")
-        else torch.zeros(1).expand(shape)
-        for k, shape in shapes.items()
-    }
-    path = torch_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(state, path)
 
 
 def read_csv(path) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,13 @@ class OperatorModule(SRTask):
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        total = self.trainer.estimated_stepping_batches if self._trainer else 1
+        if not math.isfinite(total):
+            raise ValueError(
+                "OperatorModule's warm-up + cosine schedule needs a horizon: set trainer.max_steps or "
+                "trainer.max_epochs (trainer.max_time may still stop the run earlier)"
+            )
+        total = int(total)
         factor = warmup_cosine(int(self.hparams.warmup_fraction * total), total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,88 @@
+"""DiffusionModule: the four conditions, the frozen operator, and the prior computed once per image."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurop_diff.lit import DiffusionModule
+from neurop_diff.models import SRNO
+
+OPERATOR = {"encoder_blocks": 1, "encoder_width": 8, "width": 16, "blocks": 2, "heads": 2, "head_width": 16}
+UNET = {
+    "base_channels": 8,
+    "channel_mults": (1, 2),
+    "attn_resolutions": (8,),
+    "image_size": 16,
+    "norm_groups": 4,
+    "timesteps": 50,
+    "sampling_steps": 5,
+}
+
+
+def _batch(b: int = 2) -> dict:
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(b, 3, 16, 16, generator=g) * 2 - 1
+    lr = torch.nn.functional.interpolate(hr, size=(5, 5), mode="bicubic", antialias=True).clamp(-1, 1)
+    return {"hr": hr, "lr": lr, "scale": torch.full((b,), 16 / 5), "name": [f"c/{i}" for i in range(b)]}
+
+
+@pytest.mark.parametrize(
+    ("condition", "channels"), [("operator", 6), ("bicubic", 6), ("encoder", 11), ("operator_features", 19)]
+)
+def test_every_condition_trains_and_samples(condition, channels):
+    module = DiffusionModule(operator_args=OPERATOR, condition=condition, **UNET)
+    first_conv = next(p for p in module.unet.parameters() if p.dim() == 4)
+    assert first_conv.shape[1] == channels  # the UNet's input channels follow from the condition
+    batch = _batch()
+    module.train()
+    module.log = lambda *args, **kwargs: None  # the real training step, outside a trainer
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and 0.1 < loss.item() < 2  # L1 on unit-variance noise
+    assert all(p.grad is not None for p in module.unet.parameters())
+    assert all(p.grad is None for p in module.operator.parameters())
+    cond, _ = module.condition(batch["lr"], (16, 16))
+    assert cond.shape == (2, channels - 3, 16, 16)
+    module.eval()
+    out = module.super_resolve(batch, 0)
+    assert out["diffusion"].shape == (2, 3, 16, 16)
+    assert out["diffusion"].abs().max() <= 1.0 + 1e-6
+    assert "operator" in out  # the operator row is there for every condition
+
+
+def test_operator_is_frozen_and_outside_the_optimizer():
+    module = DiffusionModule(operator_args=OPERATOR, condition="operator", **UNET)
+    module.train()
+    assert not module.operator.training
+    assert not any(p.requires_grad for p in module.operator.parameters())
+    opt = module.configure_optimizers()["optimizer"]
+    optimised = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in module.unet.parameters()}
+
+
+def test_prior_is_computed_once_per_image_not_per_step(monkeypatch):
+    module = DiffusionModule(operator_args=OPERATOR, condition="operator", **UNET).eval()
+    calls = []
+    original = SRNO.forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SRNO, "forward", counting)
+    unet_calls = []
+    module.unet.register_forward_hook(lambda *_: unet_calls.append(1))
+    module.super_resolve(_batch(), 0)
+    assert len(unet_calls) == UNET["sampling_steps"]
+    assert len(calls) == 1  # one batched prior for all 5 steps (the authors' code: 5)
+
+
+def test_sampling_is_seeded_per_image():
+    module = DiffusionModule(operator_args=OPERATOR, condition="bicubic", **UNET).eval()
+    batch = _batch(3)
+    a = module.super_resolve(batch, 0)["diffusion"]
+    b = module.super_resolve(batch, 7)["diffusion"]
+    assert torch.equal(a, b)  # the same images give the same samples, whatever the batch index
+    alone = module.super_resolve({k: v[1:2] for k, v in batch.items() if k != "name"} | {"name": ["c/1"]}, 0)
+    assert torch.allclose(alone["diffusion"][0], a[1], atol=1e-5)  # and whatever the batch they are in
