@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neurop_diff.data.degradation import make_cell, make_coord
-from neurop_diff.lit.base import SRTask, warmup_cosine
+from neurop_diff.lit.base import SRTask, checkpoint_kind, warmup_cosine
 from neurop_diff.models.operator import SRNO
 from neurop_diff.weights import (
     extract_srno_state_dict,
@@ -127,7 +127,7 @@ def load_operator(path: str | Path) -> tuple[SRNO, dict[str, int]]:
     obj = load_checkpoint_file(path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         hp = obj["hyper_parameters"]
-        if "condition" in hp or any(k.startswith("unet.") for k in obj["state_dict"]):
+        if checkpoint_kind(obj) == "DiffusionModule":
             raise ValueError(
                 f"{path} is a diffusion (DiffusionModule) checkpoint; an operator checkpoint "
                 "(OperatorModule, from `neurop-diff fit --config configs/operator.yaml`) is expected here"
@@ -135,26 +135,12 @@ def load_operator(path: str | Path) -> tuple[SRNO, dict[str, int]]:
         args = {k: int(hp[k]) for k in SRNO_ARGS if k in hp}
         model = SRNO(**args)
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        _load_strict(model, sd, path)
+        try:
+            model.load_state_dict(sd)  # strict: torch names missing, unexpected and mis-shaped parameters
+        except RuntimeError as err:
+            raise ValueError(f"{path} does not fit the operator architecture it records: {err}") from err
     else:
         args = srno_args_from_state_dict(extract_srno_state_dict(obj))
         model = load_srno_weights(SRNO(**args), obj)
     model.eval().requires_grad_(False)
     return model, {**SRNO_DEFAULTS, **args}
-
-
-def _load_strict(model: torch.nn.Module, sd: dict[str, Tensor], path: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and sd[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{path} does not fit the operator architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-            f"shape mismatches {shapes[:8]}"
-        )
-    model.load_state_dict(sd)
