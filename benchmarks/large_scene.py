@@ -8,7 +8,9 @@ Cases (each runs in a fresh subprocess, so peak RSS is its own):
   parameters, ``--unet small`` for a 4x narrower one), ``--steps`` DDIM steps on 256-px tiles overlapping by
   64 px, the operator prior computed once for the whole scene.
 
-Usage: ``python benchmarks/large_scene.py [--cases operator diffusion] [--steps 2] [--out table.md]``.
+Usage: ``python benchmarks/large_scene.py [--cases operator diffusion] [--steps 2] [--out table.md]``;
+``--sizes 128 256`` runs every case at these LR sides instead and reports the slope of peak RSS per output
+pixel between the two (bounded memory would show a slope near 0; neurop_diff.inference.memory uses it).
 The LR is a real image from ../shared/data (NEUROP_DIFF_DATA) resized to the LR size, else random.
 Prints a markdown table: wall time, the stage split, peak RSS, and the RSS before inference (model + input).
 """
@@ -49,8 +51,8 @@ def _lr_image(size: int):
 def run_case(case: str, lr_size: int, steps: int, unet: str, chunk: int, tile_batch: int) -> dict:
     import torch
 
+    from neurop_diff.diffusion.tiling import plan_tiles
     from neurop_diff.inference import load_model
-    from neurop_diff.inference.tiling import plan_tiles
     from neurop_diff.inference.upscale import upscale_tensor
     from neurop_diff.lit.diffusion import DiffusionModule
     from neurop_diff.models.operator import SRNO
@@ -74,7 +76,7 @@ def run_case(case: str, lr_size: int, steps: int, unet: str, chunk: int, tile_ba
         result["params_m"] = sum(p.numel() for p in module.unet.parameters()) / 1e6
         result["rss_before_mb"] = _rss_mb()
         prior_time = []
-        condition = module.condition
+        condition = module.model.condition  # what NeurOpDiff.sample (upscale's path) calls
 
         def timed_condition(*args, **kwargs):  # split the prior's time from the sampling's
             t = time.perf_counter()
@@ -82,7 +84,7 @@ def run_case(case: str, lr_size: int, steps: int, unet: str, chunk: int, tile_ba
             prior_time.append(time.perf_counter() - t)
             return out
 
-        module.condition = timed_condition
+        module.model.condition = timed_condition
         t0 = time.perf_counter()
         out = upscale_tensor(lr, size, model, steps=steps, tile_batch=tile_batch)
         result["time_s"] = time.perf_counter() - t0
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=65536, help="operator query points per chunk")
     parser.add_argument("--tile-batch", type=int, default=4)
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--sizes", type=int, nargs="+", help="LR sides to run every case at (e.g. 128 256)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     ns = parser.parse_args(argv)
     if ns.case:
@@ -117,10 +120,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_case(ns.case, lr_size, ns.steps, ns.unet, ns.chunk, ns.tile_batch)))
         return
     rows = []
-    for case in ns.cases:
+    runs = (
+        [(c, n, n) for c in ns.cases for n in ns.sizes]
+        if ns.sizes
+        else [(c, ns.lr_operator, ns.lr_diffusion) for c in ns.cases]
+    )
+    for case, lr_op, lr_diff in runs:
         cmd = [sys.executable, __file__, "--case", case, "--steps", str(ns.steps), "--unet", ns.unet,
                "--chunk", str(ns.chunk), "--tile-batch", str(ns.tile_batch), "--lr-operator",
-               str(ns.lr_operator), "--lr-diffusion", str(ns.lr_diffusion)]  # fmt: skip
+               str(lr_op), "--lr-diffusion", str(lr_diff)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             sys.exit(f"{case} failed:\n{proc.stderr[-4000:]}")
@@ -138,6 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {r['case']} x4 | {r['lr']}^2 -> {r['out']}^2 | {r['params_m']:.1f} | {r['time_s']:.1f} | "
             f"{r['detail']} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    for case in ns.cases if ns.sizes and len(ns.sizes) > 1 else []:
+        mine = sorted((r for r in rows if r["case"] == case), key=lambda r: r["out"])
+        a, b = mine[0], mine[-1]
+        slope = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 2**20 / max(b["out"] ** 2 - a["out"] ** 2, 1)
+        lines.append(
+            f"\n{case}: peak RSS grows by {slope:.0f} bytes per output pixel ({a['out']}^2 -> {b['out']}^2)"
         )
     table = "\n".join(lines)
     print(table)

@@ -106,13 +106,14 @@ def test_fit_and_test_both_stages(tmp_path, shared_data):
         assert key in metrics, key
     assert 5 < metrics["val/psnr_x2"] < 60
 
-    # test from the checkpoint alone: the hyper-parameters come from it, not from the config
+    # test from the checkpoint: what is typed wins, the rest comes from it; its architecture must be typed alike
     main(
         [
             "test",
             "--config",
             op_cfg,
             *data,
+            *TINY_OPERATOR,  # the checkpoint's architecture: the config's other sizes would be an error
             *_trainer_args(tmp_path, "operator_test", 1),
             "--data.init_args.test_scales=[2, 9.5]",
             f"--ckpt_path={op_ckpt}",
@@ -138,7 +139,7 @@ def test_fit_and_test_both_stages(tmp_path, shared_data):
     assert ckpt["hyper_parameters"]["operator_args"]["width"] == 16
     # EMA weights in state_dict, raw weights kept beside them
     assert "current_model_state" in ckpt
-    assert any(k.startswith("operator.") for k in ckpt["state_dict"])
+    assert any(k.startswith("model.operator.") for k in ckpt["state_dict"])
     assert not any(v.requires_grad for v in ckpt["state_dict"].values())
 
     # the diffusion checkpoint is self-contained: the operator file is no longer needed
@@ -149,6 +150,7 @@ def test_fit_and_test_both_stages(tmp_path, shared_data):
             "--config",
             diff_cfg,
             *data,
+            *TINY_UNET,  # the checkpoint's architecture (and steps)
             *_trainer_args(tmp_path, "diffusion_test", 1),
             "--data.init_args.test_scales=[4, 10]",
             f"--ckpt_path={diff_ckpt}",

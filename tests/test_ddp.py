@@ -88,7 +88,7 @@ def assert_same_results(ddp: Path, single: Path, methods: set[str]) -> None:
     single_by_key = {key(r): r for r in rows_single}
     assert set(single_by_key) == set(keys)
     for r in rows_ddp:
-        for metric in ("psnr", "ssim"):
+        for metric in ("psnr", "ssim", "hf_share", "hf_share_hr", "hf_psnr", "hf_ssim"):
             assert float(r[metric]) == pytest.approx(float(single_by_key[key(r)][metric]), rel=1e-4, abs=1e-5)
     summary_ddp, summary_single = read_csv(ddp / "metrics.csv"), read_csv(single / "metrics.csv")
     assert len(summary_ddp) == len(summary_single) == len(methods) * len(SCALES)
@@ -96,6 +96,7 @@ def assert_same_results(ddp: Path, single: Path, methods: set[str]) -> None:
         assert (a["method"], a["scale"], a["n_images"]) == (b["method"], b["scale"], b["n_images"])
         assert int(a["n_images"]) == N_EVAL
         assert float(a["psnr"]) == pytest.approx(float(b["psnr"]), rel=1e-5)
+        assert float(a["hf_share"]) == pytest.approx(float(b["hf_share"]), rel=1e-5)
 
 
 @pytest.mark.slow

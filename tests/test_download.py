@@ -172,7 +172,14 @@ def test_datamodule_prepare_data_downloads_only(server, tmp_path, monkeypatch):
     monkeypatch.setattr(UCMerced, "md5", _ucmerced_zip(served / "UCMerced_LandUse.zip"))
     root = tmp_path / "data"
     dm = SRDataModule(
-        dataset="ucmerced", root=str(root), download=True, hr_size=8, val_scales=[2], num_workers=0
+        dataset="ucmerced",
+        root=str(root),
+        download=True,
+        hr_size=8,
+        val_scales=[2],
+        num_workers=0,
+        test_scales=[2],
+        scale_max=2,  # 8 px images: LRs of at least 4 px
     )
     dm.prepare_data()
     assert (root / "UCMerced_LandUse" / "Images" / "beach" / "beach04.tif").is_file() and dm.datasets == {}

@@ -9,7 +9,7 @@ import torch
 
 from neurop_diff.cli import main
 from neurop_diff.lit import DiffusionModule, OperatorModule
-from neurop_diff.lit.operator import load_operator
+from neurop_diff.lit.operator import SRNO_DEFAULTS, load_operator
 from neurop_diff.weights import convert_srno_state_dict
 from neurop_diff.weights.unet import convert_unet_state_dict
 from test_cli import TINY_DATA, _metrics, _trainer_args
@@ -74,6 +74,8 @@ def test_imported_operator_runs_through_cli_test(tmp_path, shared_data):
             "test",
             "--config",
             str(REPO / "configs/operator_small.yaml"),
+            # the imported (authors') size: the small config's contradicts the checkpoint, an error
+            *(f"--model.init_args.{k}={v}" for k, v in SRNO_DEFAULTS.items()),
             f"--data.init_args.root={shared_data / 'rsscn7'}",
             *TINY_DATA,
             *_trainer_args(tmp_path, "imported", 1),

@@ -18,6 +18,7 @@ from conftest import make_alexnet_file
 from neurop_diff.callbacks import SRMetrics
 from neurop_diff.evaluation import lpips as lp
 from neurop_diff.evaluation.convention import ssim_per_image
+from test_detail import numpy_share
 
 H = 32
 SCALES = (2.0, 4.1, 8.0)  # scale_max 5: x8 is out of distribution; x4.1 tests the non-integer key and crop
@@ -189,14 +190,30 @@ def test_validate_logs_writes_files_and_runs_without_lpips(tmp_path):
     assert m["val/ssim"] == pytest.approx(own[:, 1].mean(), abs=1e-4)
     assert m["val/psnr_x2"] > m["val/psnr_operator_x2"]  # the smaller known error scores higher
     assert not any("lpips" in k for k in m)
+    # Detail measures (evaluation/detail.py) per method, and HR's share as the reference, at every scale.
+    for s in SCALES:
+        for tag in ("", "_operator", "_bicubic"):
+            assert {f"val/{k}{tag}_x{fmt(s)}" for k in ("hf_share", "hf_psnr", "hf_ssim")} <= set(m)
+        hr_shares = [
+            numpy_share(_u8(b["hr"][i]) / 255)
+            for b in make_batches()
+            for i in range(2)
+            if b["nominal_scale"][0] == s
+        ]
+        assert m[f"val/hf_share_hr_x{fmt(s)}"] == pytest.approx(np.mean(hr_shares), rel=1e-4)
+        # the +-delta pattern adds high frequencies to the (smooth, synthetic) HR
+        assert m[f"val/hf_share_hr_x{fmt(s)}"] < m[f"val/hf_share_x{fmt(s)}"]
+        assert m[f"val/hf_psnr_x{fmt(s)}"] > m[f"val/hf_psnr_operator_x{fmt(s)}"]  # half the error amplitude
+    assert {"val/hf_share", "val/hf_share_hr", "val/hf_share_operator", "val/hf_ssim_bicubic"} <= set(m)
 
     out = tmp_path / "logs" / "lightning_logs" / "version_0" / "results" / "val"
-    assert cb.last_files["metrics.csv"] == out / "metrics.csv"
+    assert cb.results.files["metrics.csv"] == out / "metrics.csv"
     table = read_csv(out / "metrics.csv")
     assert [(r["method"], r["scale"]) for r in table] == [
         (meth, fmt(s)) for s in SCALES for meth in ("bicubic", "operator", "diffusion")
     ]
     assert all("lpips" not in r for r in table)
+    assert {"hf_share", "hf_share_hr", "hf_psnr", "hf_ssim"} <= set(table[0])
     assert {r["scale"]: r["ood"] for r in table} == {"2": "False", "4.1": "False", "8": "True"}
     assert all(r["n_images"] == "4" and r["convention"].startswith("RGB, no border crop") for r in table)
     row = next(r for r in table if r["method"] == "operator" and r["scale"] == "8")
@@ -210,6 +227,8 @@ def test_validate_logs_writes_files_and_runs_without_lpips(tmp_path):
     }
     md = (out / "metrics.md").read_text()
     assert "RGB, no border crop, 8-bit quantised, data range [0,1]" in md and "| n/a |" in md and "OOD" in md
+    assert "| HF share | HF share HR | HF PSNR (dB) | HF SSIM |" in md
+    assert {"hf_share", "hf_psnr"} <= set(per_image[0])
     assert Image.open(out / "metrics_vs_scale.png").size[0] > 500
     assert sorted(p.name for p in (out / "grids").iterdir()) == ["x2.png", "x4.1.png", "x8.png"]
 
@@ -227,7 +246,11 @@ def test_validate_logs_writes_files_and_runs_without_lpips(tmp_path):
     assert np.array_equal(patch[inside], hr_a[inside])
     zoomed = grid[y0 + k * H : y0 + 2 * k * H : 4 * k, x0 : x0 + k * H : 4 * k].astype(float)
     assert np.array_equal(zoomed, hr_a[12:20, 12:20])  # centre crop, 1/4 of the side, enlarged 4x more
-    assert cb.last_stage == "val" and len(cb.last_rows) == 36 and set(cb.last_grids) == {"2", "4.1", "8"}
+    assert (
+        cb.results.stage == "val"
+        and len(cb.results.rows) == 36
+        and set(cb.results.grids) == {"2", "4.1", "8"}
+    )
 
 
 def test_test_stage_with_local_lpips_y_channel_and_crop(tmp_path, capsys):
@@ -259,7 +282,7 @@ def test_test_stage_with_local_lpips_y_channel_and_crop(tmp_path, capsys):
     table = read_csv(tmp_path / "res" / "test" / "metrics.csv")
     assert all(float(r["lpips"]) > 0 for r in table)
     assert table[0]["convention"].startswith("Y (BT.601), border crop ceil(scale) px")
-    assert "grids/x2.png" not in cb.last_files
+    assert "grids/x2.png" not in cb.results.files
     printed = capsys.readouterr().out
     assert "Y (BT.601)" in printed and "x8 OOD" in printed and str(tmp_path / "res" / "test") in printed
     header = next(line for line in printed.splitlines() if line.startswith("scale"))
@@ -273,7 +296,7 @@ class SanityProbe(L.Callback):
 
     def on_sanity_check_end(self, trainer, pl_module):
         out = self.metrics.resolve_out_dir(trainer, "val")
-        self.seen = (out.exists(), list(self.metrics.last_rows), self.metrics.last_stage)
+        self.seen = (out.exists(), self.metrics.results)
 
 
 def test_sanity_check_does_not_leak_into_first_epoch(tmp_path):
@@ -288,12 +311,12 @@ def test_sanity_check_does_not_leak_into_first_epoch(tmp_path):
         log_every_n_steps=1,
     )
     t.fit(Tiny(), datamodule=FakeData())
-    assert probe.seen == (False, [], None)  # no files and no results from the sanity check
-    summary = {(r["method"], r["scale"]): r["n_images"] for r in cb.last_summary}
-    assert summary[("diffusion", 2.0)] == 4 and len(cb.last_rows) == 36
+    assert probe.seen == (False, None)  # no files and no results from the sanity check
+    summary = {(r["method"], r["scale"]): r["n_images"] for r in cb.results.summary}
+    assert summary[("diffusion", 2.0)] == 4 and len(cb.results.rows) == 36
     exp = np.array(expected()[("diffusion", 2.0)])
     assert t.callback_metrics["val/psnr_x2"].item() == pytest.approx(exp[:, 0].mean(), abs=1e-3)
-    assert cb.last_files["grids/x2.png"].is_file()
+    assert cb.results.files["grids/x2.png"].is_file()
 
 
 class BadModule(Tiny):

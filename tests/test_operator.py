@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from neurop_diff.models import SRNO, EDSREncoder, GalerkinBlock
+from neurop_diff.models import SRNO, EDSREncoder, GalerkinBlock, chunked
+from neurop_diff.models import operator as op
 from neurop_diff.models.galerkin import HeadLayerNorm
 from neurop_diff.models.operator import AUTO_CHUNK_POINTS, AUTO_FULL_POINTS
 
@@ -104,19 +107,39 @@ def test_galerkin_block_matches_naive_per_head_computation():
     torch.testing.assert_close(block(x), expect, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("lift_mode", ["direct", "table", "auto"])
-def test_chunked_equals_full_evaluation(monkeypatch, lift_mode):
-    import neurop_diff.models.operator as op
-
-    monkeypatch.setattr(SRNO, "lift_mode", lift_mode)
+@pytest.mark.parametrize("lift", ["direct", "table", "auto"])
+def test_chunked_evaluator_equals_the_reference_forward(monkeypatch, lift):
+    """models/chunked.evaluate (every lift mode, stored pieces or chunks) gives SRNO.reference's numbers."""
     model, lr = tiny(), lr_image()
     size = (17, 19)  # x2.83 / x2.71, N = 323 points
-    full = model(lr, size).detach()  # autograd on: the single differentiable pass
+    coord = _grid(size).expand(2, -1, -1, -1).reshape(2, -1, 2)
+    cell = torch.tensor([2 / 17, 2 / 19]).expand(2, 2)
+    with torch.no_grad():
+        feat = model.encode(lr)
+        ref = model.reference(feat, lr, coord, cell)
+        ref_feats = model.reference(feat, lr, coord, cell, output="features")
+        assert ref.shape == (2, 323, 3) and ref_feats.shape == (2, 323, 16)
+        # chunk=None keeps activations of cache-sized pieces (here 60 per item)
+        monkeypatch.setattr(chunked, "PIECE_POINTS", 120)
+        for chunk in (None, 1, 50, 100, 322, 323, 1000):
+            out = chunked.evaluate(model, feat, lr, coord, cell, chunk=chunk, lift=lift)
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        for chunk in (None, 64):
+            out = chunked.evaluate(model, feat, lr, coord, cell, chunk=chunk, lift=lift, output="features")
+            torch.testing.assert_close(out, ref_feats, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="lift must be"):
+        chunked.evaluate(model, feat, lr, coord, cell, lift="fast")
+
+
+def test_chunked_equals_full_evaluation(monkeypatch):
+    model, lr = tiny(), lr_image()
+    size = (17, 19)  # x2.83 / x2.71, N = 323 points
+    full = model(lr, size).detach()  # autograd on: the reference pass
     feats = model.features(lr, size).detach()
     assert full.shape == (2, 3, 17, 19) and feats.shape == (2, 16, 17, 19)
     with torch.no_grad():
         # without autograd, chunk_size=None keeps activations of cache-sized pieces (here 60 per item)
-        monkeypatch.setattr(op, "_PIECE_POINTS", 120)
+        monkeypatch.setattr(chunked, "PIECE_POINTS", 120)
         torch.testing.assert_close(model(lr, size), full, atol=1e-5, rtol=0)
         torch.testing.assert_close(model.features(lr, size), feats, atol=1e-5, rtol=0)
         for chunk in (1, 50, 100, 322, 323, 1000):
@@ -128,14 +151,10 @@ def test_chunked_equals_full_evaluation(monkeypatch, lift_mode):
         assert (naive - full.flatten(2).transpose(1, 2)[:, :100]).abs().max() > 1e-3
 
 
-def test_lift_modes_agree(monkeypatch):
-    model, lr = tiny(), lr_image()
-    with torch.no_grad():
-        monkeypatch.setattr(SRNO, "lift_mode", "direct")
-        direct = model(lr, (13, 15))
-        monkeypatch.setattr(SRNO, "lift_mode", "table")
-        table = model(lr, (13, 15))
-    torch.testing.assert_close(direct, table, atol=1e-5, rtol=0)
+def test_operator_module_has_no_mode_switch():
+    """The lift mode is an argument of the evaluator, not state of the model that tests or users flip."""
+    assert not hasattr(SRNO, "lift_mode")
+    assert "lift" in inspect.signature(chunked.evaluate).parameters
 
 
 def _grid(size):
@@ -188,8 +207,6 @@ def test_any_real_scale_and_downscaling():
 
 
 def test_auto_chunk(monkeypatch):
-    import neurop_diff.models.operator as op
-
     assert AUTO_CHUNK_POINTS < AUTO_FULL_POINTS
     monkeypatch.setattr(op, "AUTO_FULL_POINTS", 100)
     monkeypatch.setattr(op, "AUTO_CHUNK_POINTS", 64)
@@ -206,13 +223,16 @@ def test_auto_chunk(monkeypatch):
         torch.testing.assert_close(out, model(lr, (10, 13)), atol=1e-5, rtol=0)
 
 
-def test_gradients_reach_every_parameter(monkeypatch):
-    for mode in ("direct", "table"):
-        monkeypatch.setattr(SRNO, "lift_mode", mode)
+def test_gradients_reach_every_parameter():
+    for mode in ("reference", "direct", "table"):
         model = SRNO(**TINY)
         lr = lr_image()
         coord = torch.rand(2, 50, 2) * 2 - 1
-        out = model.query(model.encode(lr), lr, coord, torch.tensor([0.1, 0.1]))
+        cell = torch.tensor([0.1, 0.1])
+        if mode == "reference":
+            out = model.query(model.encode(lr), lr, coord, cell)
+        else:  # the evaluator is differentiable too
+            out = chunked.evaluate(model, model.encode(lr), lr, coord, cell.expand(2, 2), chunk=20, lift=mode)
         out.abs().mean().backward()
         for name, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, (mode, name)
@@ -238,7 +258,7 @@ def test_bad_inputs_raise():
 
 def test_bf16_autocast_matches_float32():
     """Mixed precision (bf16-mixed on CPU) runs the gathers and stays close to the float32 result."""
-    from neurop_diff.data.degradation import make_cell, make_coord
+    from neurop_diff.coords import make_cell, make_coord
 
     torch.manual_seed(0)
     model = SRNO(encoder_blocks=1, encoder_width=8, width=16, heads=2, head_width=16)
@@ -251,3 +271,18 @@ def test_bf16_autocast_matches_float32():
     assert torch.isfinite(q.float()).all()
     assert (out.float() - ref).abs().max() < 2e-2
     assert (q.float().reshape(2, 30, 30, 3).permute(0, 3, 1, 2) - ref).abs().max() < 5e-2
+
+
+def test_models_import_no_higher_layer():
+    """models/ is a floor below data/, lit/, callbacks/: it imports none of them (coords live in neurop_diff.coords)."""
+    import ast
+    from pathlib import Path
+
+    import neurop_diff.models as models
+
+    banned = ("neurop_diff.data", "neurop_diff.lit", "neurop_diff.callbacks", "neurop_diff.inference")
+    for path in Path(models.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.startswith(banned)], (path.name, names)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from neurop_diff.diffusion.sampling import ddim_sample
 from neurop_diff.diffusion.schedule import make_schedule
-from neurop_diff.inference.tiling import (
+from neurop_diff.diffusion.tiling import (
     blend_window,
     make_tile_grid,
     plan_tiles,

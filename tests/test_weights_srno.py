@@ -15,7 +15,6 @@ from neurop_diff.weights import (
     extract_srno_state_dict,
     load_checkpoint_file,
     load_srno_weights,
-    srno_args_from_checkpoint,
     srno_args_from_state_dict,
 )
 
@@ -298,22 +297,6 @@ def test_prefixes_are_stripped_and_mean_shift_dropped():
         assert torch.equal(out["lift.weight"], sd["conv00.weight"][:, :, 0, 0])
 
 
-def test_srno_args_from_checkpoint():
-    sd = authors_state_dict()
-    assert srno_args_from_checkpoint(containers(sd)["srno_repo"]) == DEFAULT_KWARGS
-    assert srno_args_from_checkpoint(containers(sd)["neuropdiff"]) is None
-    assert srno_args_from_checkpoint(sd) is None
-    custom = {"model": {"name": "sronet", "args": {**SRNO_REPO_ARGS, "width": 128, "blocks": 8}, "sd": sd}}
-    assert srno_args_from_checkpoint(custom) == {**DEFAULT_KWARGS, "width": 128, "heads": 8}
-    bad = {"model": {"name": "sronet", "args": {"encoder_spec": {"name": "rdn", "args": {}}}, "sd": sd}}
-    with pytest.raises(ValueError, match="rdn"):
-        srno_args_from_checkpoint(bad)
-    with pytest.raises(ValueError, match="res_scale"):
-        srno_args_from_checkpoint(
-            {"model": {"args": {"encoder_spec": {"name": "edsr", "args": {}}}, "sd": sd}}
-        )
-
-
 def test_clear_errors_for_missing_unexpected_and_wrong_shapes():
     sd = authors_state_dict()
     sd["conv00.weight"] = torch.zeros(256, 260, 1, 1)
@@ -370,9 +353,10 @@ class _Opaque:
     """Any non-allowlisted class: unpickling it would run code from the file."""
 
 
-@pytest.mark.parametrize("lift_mode", ["direct", "table", "auto"])
-def test_imported_weights_match_the_authors_forward(monkeypatch, lift_mode):
-    monkeypatch.setattr(SRNO, "lift_mode", lift_mode)
+@pytest.mark.parametrize("lift", ["direct", "table", "auto"])
+def test_imported_weights_match_the_authors_forward(lift):
+    from neurop_diff.models.chunked import evaluate
+
     sd = authors_state_dict(seed=2)
     model = load_srno_weights(SRNO(), {"model": sd}).eval()
     g = torch.Generator().manual_seed(3)
@@ -385,6 +369,10 @@ def test_imported_weights_match_the_authors_forward(monkeypatch, lift_mode):
         ref = reference_forward(sd, lr, coord, cell)
         ours = model(lr, size)
         chunked = model(lr, size, chunk_size=100)
+        points = coord.reshape(2, -1, 2)
+        evaluated = evaluate(model, model.encode(lr), lr, points, cell, chunk=100, lift=lift)
+        evaluated = evaluated.transpose(1, 2).reshape(2, 3, 19, 24)
+    torch.testing.assert_close(evaluated, ref, atol=1e-5, rtol=0)
     assert ref.shape == ours.shape == (2, 3, 19, 24)
     assert ref.abs().max() > 0.5 and ref.std() > 0.1  # not a degenerate comparison
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)

@@ -4,7 +4,8 @@
   renames it over the target (`os.replace`, atomic on POSIX): a process killed while saving leaves the previous
   `last.ckpt` intact. Lightning's default writes through a temporary file in the system temp folder, which is a
   copy (not a rename) when that folder is on another file system, and keeps a second copy of the checkpoint in
-  memory. Reading errors name the file.
+  memory. A full disk leaves the previous file and says "no space left on device". Reading goes through
+  `neurop_diff.weights.read_checkpoint` (weights only; errors name the file).
 * `SaveOnSigterm` saves `last.ckpt` when the run receives SIGTERM (preemption, `scancel`, a SLURM time limit);
   Lightning then stops at the end of the current batch and the process exits with status 0.
 * `find_resume_version` lets `fit --ckpt_path last` continue in the run folder that holds the newest `last.ckpt`
@@ -16,8 +17,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +30,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from neurop_diff.weights.checkpoint import read_checkpoint
 
 __all__ = ["AtomicCheckpointIO", "SaveOnSigterm", "ensure_safe_checkpointing", "find_resume_version"]
 
@@ -58,8 +61,8 @@ def _fsync_dir(folder: Path) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose local saves are atomic: temporary file in the same folder, fsync, `os.replace`.
 
-    Remote paths (`s3://...`) use Lightning's own saving. Loading raises `ValueError` naming the file when it
-    is truncated or not a checkpoint.
+    Remote paths (`s3://...`) use Lightning's own saving. Loading reads weights only and raises
+    `CheckpointError` (a `ValueError`) naming the file when it is truncated, not a checkpoint, or holds code.
     """
 
     def save_checkpoint(
@@ -81,9 +84,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                kept = f"the previous {target.name} is kept" if target.exists() else "nothing was written"
+                raise OSError(
+                    errno.ENOSPC, f"{target}: checkpoint not saved ({kept}): no space left on device"
+                ) from err
             raise
         _fsync_dir(target.parent)
 
@@ -97,24 +105,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | None = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        try:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        except pickle.UnpicklingError as err:
-            if "Weights only load failed" in str(err):
-                raise  # torch's message explains the unsafe content and the options
-            raise _unreadable(path, err) from err
-        except (RuntimeError, EOFError, OSError) as err:
-            if isinstance(err, FileNotFoundError):
-                raise
-            raise _unreadable(path, err) from err
-
-
-def _unreadable(path: str | os.PathLike[str], err: BaseException) -> ValueError:
-    first = str(err).splitlines()[0] if str(err) else "no details"
-    return ValueError(
-        f"{path}: cannot read the checkpoint (truncated or corrupt file, e.g. a copy or save that was cut "
-        f"short; or not a torch.save file): {type(err).__name__}: {first}"
-    )
+        """Reads local files with `neurop_diff.weights.read_checkpoint`: on the CPU, weights only whatever
+        `weights_only` says (Lightning moves the weights to the module's device when it loads them)."""
+        if not _is_local(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(_local_path(path))
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import inspect
-import re
+import itertools
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from neurop_diff import compat
 from neurop_diff.checkpointing import ensure_safe_checkpointing, find_resume_version
 from neurop_diff.data.datamodule import SRDataModule
-from neurop_diff.lit.base import STAGES, SRTask, checkpoint_kind
+from neurop_diff.lit.base import SRTask
 from neurop_diff.loggers import WandbLogger
-from neurop_diff.weights.io import load_checkpoint_file
+from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint
 
 EXTRA_COMMANDS = {
     "import-weights": "convert the authors' SRNO / NeurOp-Diff weights into a neurop-diff checkpoint",
@@ -38,7 +41,8 @@ def _accepted_keys(class_path: str) -> list[str]:
 
 
 class NeuropDiffParser(LightningArgumentParser):
-    """Adds "did you mean" to jsonargparse's errors about keys that do not exist."""
+    """Adds "did you mean" to jsonargparse's errors about keys that do not exist, and names the config file
+    of a YAML syntax error."""
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
         return super().error(self._with_hints(message), ex)
@@ -46,62 +50,68 @@ class NeuropDiffParser(LightningArgumentParser):
     def _with_hints(self, message: str) -> str:
         hints = []
         # A wrong init_args key of a class_path (model, data, callbacks, ...).
-        for class_path, key in re.findall(
-            r"given class_path '([\w.]+)':\s+(?:Key|Option) '([\w.]+)' is not (?:accepted|expected)", message
-        ):
+        for class_path, key in compat.UNKNOWN_INIT_ARG.findall(message):
             close = difflib.get_close_matches(key.rsplit(".", 1)[-1], _accepted_keys(class_path), n=1)
             if close:
                 hints.append(f"'{key}' is not an argument of {class_path}: did you mean '{close[0]}'?")
         # A wrong top-level or trainer key (on the command line or in a config file).
-        options = self._all_options()
-        keys = re.findall(r"unrecognized arguments: --([\w.]+)", message)
-        keys += re.findall(
-            r"(?:Key|option) '([\w.]+)' is not expected|does not accept option '([\w.]+)'", message
-        )
-        for key in (k if isinstance(k, str) else next(filter(None, k), "") for k in keys):
+        options = compat.parser_options(self)
+        for groups in compat.UNKNOWN_OPTION.findall(message):
+            key = next(filter(None, groups), "")
             close = difflib.get_close_matches(key, options, n=1, cutoff=0.75)
             if key and close:
                 hints.append(f"'{key}' does not exist: did you mean '{close[0]}'?")
         return message + "".join(f"\n  hint: {h}" for h in hints)
 
-    def _all_options(self) -> list[str]:
-        """Every `--key` of this parser and its subcommands, without the dashes."""
-        found, parsers = [], [self]
-        while parsers:
-            parser = parsers.pop()
-            for action in parser._actions:
-                found += [o[2:] for o in action.option_strings if o.startswith("--")]
-                if isinstance(action, argparse._SubParsersAction):
-                    parsers += list(action.choices.values())
-        return found
 
-
+@compat.skip_lightning_ckpt_merge
 class NeuropDiffCLI(LightningCLI):
     """LightningCLI with `class_path` configs for the model (OperatorModule / DiffusionModule) and data.
 
-    On top of LightningCLI: `--ckpt_path` files are read safely (weights only) with clear errors (truncated
-    file, the checkpoint of the other stage); `fit --ckpt_path last` continues in the run folder holding the
-    newest last.ckpt; every trainer writes checkpoints atomically and saves last.ckpt on SIGTERM
-    (`neurop_diff.checkpointing`); unknown config keys get a "did you mean" hint.
+    On top of LightningCLI: `--ckpt_path` (an explicit file, or `fit --ckpt_path last`: the newest last.ckpt of
+    the run) is read safely (weights only) with clear errors (truncated file, pickled code, the checkpoint of
+    the other stage); its hyper-parameters fill in what the user did not type (command line or config file),
+    and an architecture setting typed differently from the checkpoint is an error naming both values; every
+    trainer writes checkpoints atomically and saves last.ckpt on SIGTERM (`neurop_diff.checkpointing`);
+    unknown config keys get a "did you mean" hint.
     """
 
-    def _parse_ckpt_path(self) -> None:
-        # Replaces LightningCLI's: the same hyper-parameter merge, after checks with messages a person can act on.
-        subcommand = self.config.get("subcommand")
-        if not subcommand:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Kept to tell what the user typed (parsed again without defaults when a checkpoint is given).
+        self._typed_args = (
+            list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else args
+        )
+        if isinstance(self._typed_args, list):
+            _check_config_files(parser, self._typed_args)
+        super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        if config is None:
             return
-        ckpt_path = self.config[subcommand].get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        ckpt = load_checkpoint_file(ckpt_path)
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            found = last_checkpoint(config)
+            if found is not None:
+                config.ckpt_path = str(found)
+                rank_zero_info(f"--ckpt_path last: resuming from {found}")
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt_path):
+            self._apply_checkpoint(Path(ckpt_path))
+
+    def _apply_checkpoint(self, path: Path) -> None:
+        """Checks the checkpoint at `path` and fills the model's config from its hyper-parameters where the
+        user typed nothing (rule in the class docstring)."""
+        ckpt = read_checkpoint(path, mmap=True)
         if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
             raise ValueError(
-                f"{ckpt_path} is not a neurop-diff training checkpoint (no 'state_dict'); convert the authors' "
+                f"{path} is not a neurop-diff training checkpoint (no 'state_dict'); convert the authors' "
                 "weights first with `neurop-diff import-weights <file> --out <ckpt>`"
             )
-        expected = str(self.config[subcommand].get("model", {}).get("class_path", "")).rsplit(".", 1)[-1]
-        kind = checkpoint_kind(ckpt)
-        if kind and expected and kind != expected:
+        sub = self.subcommand
+        model_cfg = self.config[sub].get("model")
+        class_path = str(model_cfg.get("class_path", "")) if model_cfg is not None else ""
+        expected, kind = class_path.rsplit(".", 1)[-1], checkpoint_kind(ckpt)
+        if kind in STAGES and expected and kind != expected:
             hint = (
                 "; to train a diffusion model guided by this operator, pass it as "
                 "--model.init_args.operator_ckpt instead"
@@ -109,40 +119,41 @@ class NeuropDiffCLI(LightningCLI):
                 else ""
             )
             raise ValueError(
-                f"{ckpt_path} is a {kind} checkpoint ({STAGES.get(kind, 'another model')}), but the config "
-                f"builds a {expected} ({STAGES.get(expected, 'another model')}): use the config of the "
-                f"checkpoint's stage{hint}"
+                f"{path} is a {kind} checkpoint ({STAGES[kind]}), but the config builds a {expected} "
+                f"({STAGES.get(expected, 'another model')}): use the config of the checkpoint's stage{hint}"
             )
-        hparams = dict(ckpt.get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
-        if not hparams:
+        hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
+        class_path = str(hparams.pop("_class_path", "") or class_path)
+        if not hparams or not class_path:
             return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        cls = _import(class_path)
+        accepted = set(_accepted_keys(class_path))
+        current = dict(vars(model_cfg.get("init_args") or {})) if model_cfg is not None else {}
+        typed = _typed_init_args(self.parser, self._typed_args, sub)
+        arch = getattr(cls, "ARCH_HPARAMS", frozenset())
+        conflicts = [
+            f"{k}: checkpoint {hparams[k]!r}, given {current[k]!r}"
+            for k in sorted(typed & set(arch) & set(hparams))
+            if current.get(k) is not None and _plain(current[k]) != _plain(hparams[k])
+        ]
+        if conflicts:
+            raise ValueError(
+                f"{path} was trained with other architecture settings than the config / command line give "
+                f"({'; '.join(conflicts)}): these set the weights' shapes, so they must match the checkpoint; "
+                "drop them, set the checkpoint's values, or use the run's own config.yaml"
+            )
+        fill = {
+            k: v
+            for k, v in hparams.items()
+            if k in accepted and (k not in typed or (k in arch and current.get(k) is None))
+        }
         try:
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+            self.config = self.parser.parse_object(
+                {sub: {"model": {"class_path": class_path, "init_args": fill}}}, self.config
+            )
         except SystemExit:
-            sys.stderr.write(f"Parsing the hyper-parameters stored in {ckpt_path} failed\n")
+            sys.stderr.write(f"Parsing the hyper-parameters stored in {path} failed\n")
             raise
-
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
-            self._continue_last_run(self.config.fit)
-
-    @staticmethod
-    def _continue_last_run(config: Any) -> None:
-        """`fit --ckpt_path last` with an unversioned CSV/TensorBoard logger: Lightning would look for last.ckpt
-        in the new run's (empty) version folder and start from scratch; take the newest one of this run name
-        instead. The resumed run logs into a new version folder (a CSV logger replaces the metrics.csv of a
-        reused one) and the next `--ckpt_path last` finds its checkpoints, the newest."""
-        logger = config.trainer.get("logger")
-        args = logger.get("init_args") if hasattr(logger, "get") else None
-        if args is None or args.get("version") is not None or args.get("save_dir") is None:
-            return
-        found = find_resume_version(args.get("save_dir"), args.get("name"))
-        if found is not None:
-            config.ckpt_path = str(found[1])
-            rank_zero_info(f"--ckpt_path last: resuming from {found[1]}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -151,11 +162,107 @@ class NeuropDiffCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
+        data_hp = dict(getattr(self.datamodule, "hparams", {}) or {})
+        clash = sorted(k for k in data_hp if k in self.model.hparams and data_hp[k] != self.model.hparams[k])
+        if clash and self.datamodule is not None:
+            # Lightning refuses to log model and data hyper-parameters that share a key with other values
+            # (e.g. `--model.init_args.seed 1` with the data's seed 0): log the model's; config.yaml has all.
+            self.datamodule.save_hyperparameters(data_hp, logger=False)
+            rank_zero_info(
+                f"data hyper-parameters {clash} differ from the model's: only the model's are logged"
+            )
         # W&B runs are named from the experiment (stage, dataset, condition, scales) before they start.
         hparams = {**dict(getattr(self.datamodule, "hparams", {})), **dict(self.model.hparams)}
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.set_run_names(hparams)
+
+
+def _check_config_files(parser: argparse.ArgumentParser, args: list[str]) -> None:
+    """Exits with one line naming the file when a `--config` file is not valid YAML (jsonargparse's own
+    message names neither the file nor the option, after the whole usage text)."""
+    import yaml
+
+    files = [b for a, b in itertools.pairwise(args) if a == "--config"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse says it
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            parser.exit(2, f"neurop-diff: error: --config {path}: YAML syntax error{where}: {problem}\n")
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _typed_init_args(parser: LightningArgumentParser, args: Any, subcommand: str) -> set[str]:
+    """The model init arguments the user gave (command line or config files), not those left at defaults."""
+    typed = (
+        parser.parse_object(args, defaults=False)
+        if isinstance(args, dict)
+        else parser.parse_args(args, defaults=False)
+    )
+    model = typed.get(subcommand, {}).get("model") if typed.get(subcommand) else None
+    init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+    return set(vars(init_args)) if init_args is not None else set()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, namespaces as dicts (the checkpoint and the config may store either)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in dict(value.items()).items()}
+    return value
+
+
+def last_checkpoint(config: Any) -> Path | None:
+    """The file `fit --ckpt_path last` resumes: the newest `last*.ckpt` of the run the config describes (an
+    explicit ModelCheckpoint `dirpath`; the logger's `save_dir/name/version`, or the newest version when the
+    logger is unversioned; without a logger `default_root_dir/checkpoints`). None when there is none (the fit
+    starts from scratch, as Lightning does).
+
+    With an unversioned CSV/TensorBoard logger Lightning would look in the new run's (empty) version folder;
+    the resumed run logs into a new version folder and the next `--ckpt_path last` finds its checkpoints."""
+    trainer = config.trainer
+    folders: list[Path] = []
+    for cb in trainer.get("callbacks") or []:
+        args = cb.get("init_args") if hasattr(cb, "get") else None
+        if str(cb.get("class_path", "")).endswith("ModelCheckpoint") and args and args.get("dirpath"):
+            folders.append(Path(args.get("dirpath")))
+    logger = trainer.get("logger")
+    logger = logger[0] if isinstance(logger, list) and logger else logger
+    root = Path(trainer.get("default_root_dir") or ".")
+    args = logger.get("init_args") if hasattr(logger, "get") else None
+    if logger in (None, True):  # Lightning's default logger: <default_root_dir>/lightning_logs/version_N
+        found = find_resume_version(root, "lightning_logs")
+        folders += [found[1].parent] if found else []
+    elif args is not None and args.get("save_dir") is not None:
+        if args.get("version") is None:
+            found = find_resume_version(args.get("save_dir"), args.get("name"))
+            folders += [found[1].parent] if found else []
+        else:
+            version = args.get("version")
+            version = version if isinstance(version, str) else f"version_{version}"
+            folders.append(Path(args.get("save_dir")) / (args.get("name") or "") / version / "checkpoints")
+    elif logger is False:
+        folders.append(root / "checkpoints")
+    files = [
+        p
+        for f in folders
+        if f.is_dir()
+        for p in f.glob("last*.ckpt")
+        if p.is_file() and ".tmp-" not in p.name
+    ]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
 def _cli(args: list[str] | None) -> NeuropDiffCLI:
@@ -173,7 +280,7 @@ def _cli(args: list[str] | None) -> NeuropDiffCLI:
 
 
 def _import_weights(argv: list[str]) -> None:
-    from neurop_diff.weights.export import import_weights
+    from neurop_diff.lit.export import import_weights
 
     parser = argparse.ArgumentParser(
         prog="neurop-diff import-weights",
@@ -202,16 +309,35 @@ def _upscale(argv: list[str]) -> None:
     upscale_main(argv)
 
 
+def _is_user_error(err: BaseException) -> bool:
+    """Errors whose message says what to do (a file, a value, what was expected): one line, no traceback."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        return err.errno == errno.ENOSPC
+    return isinstance(err, (ValueError, FileNotFoundError, FloatingPointError))
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of `neurop-diff`; `args` defaults to sys.argv[1:] (tests pass a list)."""
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        {"import-weights": _import_weights, "upscale": _upscale}[argv[0]](argv[1:])
-        return
-    if argv and argv[0] in ("-h", "--help"):
-        extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())
-        print(f"Further commands (outside LightningCLI):\n{extra}\n")
-    _cli(argv)
+    """Entry point of `neurop-diff`; `args` defaults to sys.argv[1:] (tests pass a list).
+
+    From the console (`args` None) an error with a message for people (a bad file or value, a full disk) ends
+    the command with that one line and status 1 (`NEUROP_DIFF_TRACEBACK=1` shows the traceback); called
+    with a list (from Python) the exception propagates."""
+    console = args is None
+    argv = list(sys.argv[1:] if console else args)
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            {"import-weights": _import_weights, "upscale": _upscale}[argv[0]](argv[1:])
+            return
+        if argv and argv[0] in ("-h", "--help"):
+            extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())
+            print(f"Further commands (outside LightningCLI):\n{extra}\n")
+        # From the console LightningCLI reads sys.argv itself: passing it too would make it warn about "both".
+        _cli(None if console else argv)
+    except Exception as err:
+        if not console or not _is_user_error(err) or os.environ.get("NEUROP_DIFF_TRACEBACK"):
+            raise
+        command = argv[0] if argv and not argv[0].startswith("-") else ""
+        sys.exit(f"neurop-diff {command}: error: {err}".replace("  ", " "))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Weights & Biases logging that works with and without an account, and never waits for a network it lacks."""
+"""Weights & Biases logging that works with and without an account, and never waits for a network it lacks;
+it also shows the metrics callback's results (``log_sr_results``: grids, figure, per-image table)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from neurop_diff.compat import set_init_arg
+from neurop_diff.evaluation.results import EvalResults
 
 Mode = Literal["auto", "online", "offline", "disabled"]
 
@@ -105,7 +109,30 @@ class WandbLogger(_WandbLogger):
         starts; the CLI calls it once model and data exist)."""
         for key, value in run_names(hparams).items():
             if self._names_given.get(key) is None:
-                self._wandb_init[key] = value
+                set_init_arg(self, key, value)
+
+    @rank_zero_only
+    def log_sr_results(self, results: EvalResults) -> None:
+        """An evaluation epoch's media (``EvalResults`` from ``SRMetrics``): image grids, the metrics-vs-scale
+        figure and, in test, a table of per-image results, at the epoch's global step."""
+        if self.mode == "disabled":
+            return
+        import wandb
+
+        stage = results.stage
+        payload: dict[str, Any] = {
+            f"{stage}/grid_x{key}": wandb.Image(image, caption=f"{stage} x{key}: LR, bicubic, methods, HR")
+            for key, image in results.grids.items()
+        }
+        figure = results.files.get("metrics_vs_scale.png")
+        if figure is not None:
+            payload[f"{stage}/metrics_vs_scale"] = wandb.Image(str(figure))
+        if stage == "test" and results.rows:
+            columns = list(results.rows[0])
+            payload[f"{stage}/per_image"] = wandb.Table(
+                columns=columns, data=[[row.get(c) for c in columns] for row in results.rows]
+            )
+        self.experiment.log({**payload, "trainer/global_step": results.step})
 
     @property
     def experiment(self) -> Any:
@@ -142,31 +169,3 @@ def run_names(hparams: dict[str, Any]) -> dict[str, Any]:
     scales = f"x{lo:g}-{hi:g}"
     parts = [stage, dataset] + ([str(hparams["condition"])] if stage == "diffusion" else []) + [scales]
     return {"name": "-".join(parts), "group": dataset, "tags": parts}
-
-
-def publish_results(trainer: Any, results: Any, stage: str) -> None:
-    """Sends an SRMetrics epoch's media to every W&B logger: image grids, the metrics-vs-scale figure and, in
-    test, a table of per-image results. `results` is the SRMetrics callback (its `last_*` attributes)."""
-    if not trainer.is_global_zero:
-        return
-    loggers = [lg for lg in trainer.loggers if isinstance(lg, _WandbLogger)]
-    if not loggers:
-        return
-    import wandb
-
-    payload: dict[str, Any] = {
-        f"{stage}/grid_x{key}": wandb.Image(image, caption=f"{stage} x{key}: LR, bicubic, methods, HR")
-        for key, image in results.last_grids.items()
-    }
-    figure = results.last_files.get("metrics_vs_scale.png")
-    if figure is not None:
-        payload[f"{stage}/metrics_vs_scale"] = wandb.Image(str(figure))
-    if stage == "test" and results.last_rows:
-        columns = list(results.last_rows[0])
-        payload[f"{stage}/per_image"] = wandb.Table(
-            columns=columns, data=[[row.get(c) for c in columns] for row in results.last_rows]
-        )
-    for logger in loggers:
-        if getattr(logger, "mode", None) == "disabled":
-            continue
-        logger.experiment.log({**payload, "trainer/global_step": trainer.global_step})

@@ -1,10 +1,13 @@
-"""SRMetrics: the one metrics callback of both stages (PSNR, SSIM, LPIPS per scale; tables, figure, grids).
+"""SRMetrics: the one metrics callback of both stages: PSNR, SSIM, LPIPS and the detail measures per scale.
 
 It reads the step outputs `{"sr": {method: (B, 3, H, W) in [-1, 1]}}` (the module's own method first) with the
 post-transfer batch (`hr`, `lr`, `scale`, `nominal_scale`, `name`), adds the bicubic baseline, and at epoch end
 logs `{stage}/{metric}_x{s}` (own method), `{stage}/{metric}` (own method, mean over all image-scale pairs),
-`{stage}/{metric}_{method}_x{s}` and `{stage}/{metric}_{method}` (other methods), then writes the results
-a person reads into `out_dir/{stage}/` (overwritten at each epoch: the latest results).
+`{stage}/{metric}_{method}_x{s}` and `{stage}/{metric}_{method}` (other methods), with metric in psnr, ssim,
+lpips, hf_share, hf_psnr, hf_ssim (evaluation/detail.py), and HR's `{stage}/hf_share_hr_x{s}`. Its job ends
+with one `EvalResults` (evaluation/results.py), kept as `results` and handed to the writer
+(evaluation/writer.py: `out_dir/{stage}/`, overwritten at each epoch) and to loggers that show more than
+scalars (`ResultsLogger`, e.g. `neurop_diff.loggers.WandbLogger`).
 
 Under DDP every rank evaluates its share; at epoch end the per-image rows (and grid candidates) of all ranks
 are gathered, repeats of an (method, scale, image) are dropped (the distributed samplers pad uneven shares),
@@ -14,7 +17,6 @@ single-process run and are identical on all ranks. Only rank 0 writes files, pri
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,26 +34,13 @@ from neurop_diff.evaluation.convention import (
     ssim_per_image,
     to_unit,
 )
+from neurop_diff.evaluation.detail import DETAIL_METRICS, detail_metrics, hf_share
 from neurop_diff.evaluation.lpips import LPIPS, backbone_path, load_lpips
-from neurop_diff.evaluation.report import (
-    console_table,
-    make_grid,
-    metrics_markdown,
-    plot_metrics_vs_scale,
-    summarize,
-    to_uint8,
-    write_metrics_csv,
-    write_per_image_csv,
-)
-from neurop_diff.loggers import publish_results
+from neurop_diff.evaluation.report import summarize, to_uint8
+from neurop_diff.evaluation.results import EvalResults, ExamplePicker, ResultsLogger
+from neurop_diff.evaluation.writer import console_report, make_grids, write_results
 
 BICUBIC = "bicubic"
-
-# The epoch-level values are gathered and identical on every rank (see the module doc): Lightning's advice to
-# all-reduce them with sync_dist does not apply.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning
-)
 
 
 class SRMetrics(L.Callback):
@@ -69,9 +58,7 @@ class SRMetrics(L.Callback):
         grid_zoom: side fraction of the centre crop shown zoomed under each grid image.
         write_files: write tables, figure and grids (rank 0, not during the sanity check).
 
-    After each val/test epoch, `last_stage`, `last_rows` (per-image rows), `last_summary` (means per method and
-    scale), `last_grids` ({scale string: PIL image}) and `last_files` ({name: path}) hold the results, and
-    `on_results(trainer, pl_module, stage)` is called: a hook for loggers such as W&B.
+    After each val/test epoch (not the sanity check), `results` holds that epoch's `EvalResults`.
     """
 
     def __init__(
@@ -102,11 +89,7 @@ class SRMetrics(L.Callback):
         self.write_files = write_files
         self.lpips_model: LPIPS | None = None
         self._lpips_tried = False
-        self.last_stage: str | None = None
-        self.last_rows: list[dict] = []
-        self.last_summary: list[dict] = []
-        self.last_grids: dict[str, Any] = {}
-        self.last_files: dict[str, Path] = {}
+        self.results: EvalResults | None = None
         self._reset()
 
     # ---- state -------------------------------------------------------------------------------------------
@@ -116,7 +99,7 @@ class SRMetrics(L.Callback):
         # per tensor (names would need all_gather_object).
         self._records: list[tuple[str, float, list[str], dict[str, Tensor]]] = []
         self._methods: list[str] = []  # order of the step outputs; the first is the module's own
-        self._grid: dict[float, dict[str, dict[str, Tensor]]] = {}
+        self._examples = ExamplePicker(self.grid_images)
 
     def _ensure_lpips(self, device: torch.device) -> None:
         if self.lpips and not self._lpips_tried:
@@ -177,11 +160,6 @@ class SRMetrics(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish(trainer, pl_module, "test")
 
-    def on_results(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Called at the end of every val/test epoch (not the sanity check) once `last_*` are set: sends the
-        grids, the figure and (test) the per-image table to W&B loggers."""
-        publish_results(trainer, self, stage)
-
     # ---- per batch -----------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -224,34 +202,32 @@ class SRMetrics(L.Callback):
             hr_s = hr.index_select(0, sel)
             target = self.convention.prepare(hr_s, s)
             lp_target = self._lpips_input(hr_s)
+            hr_share = hf_share(target)
             group_names = [names[i] for i in idx]
             for m, x in sr.items():
                 x_s = x.index_select(0, sel).clamp(-1, 1)
                 pred = self.convention.prepare(x_s, s)
                 values = {"psnr": psnr_per_image(pred, target), "ssim": ssim_per_image(pred, target)}
+                values.update(detail_metrics(pred, target), hf_share_hr=hr_share)
                 if self.lpips_model is not None:
                     values["lpips"] = self.lpips_model(self._lpips_input(x_s), lp_target)
                 self._records.append((m, s, group_names, {k: v.detach() for k, v in values.items()}))
             if keep_grid:
-                self._keep_for_grid(s, group_names, lr.index_select(0, sel), hr_s, sr, sel)
+                for j, name in enumerate(group_names):
+                    i = idx[j]
+                    self._examples.offer(
+                        s,
+                        name,
+                        lambda i=i: {
+                            "lr": to_uint8(lr[i]),
+                            "hr": to_uint8(hr[i]),
+                            **{m: to_uint8(x[i]) for m, x in sr.items()},
+                        },
+                    )
 
     def _lpips_input(self, x: Tensor) -> Tensor:
         """LPIPS sees RGB in [-1, 1], uncropped; quantised like PSNR/SSIM when the convention says so."""
         return quantize(to_unit(x.float())) * 2 - 1 if self.convention.quantize else x.float().clamp(-1, 1)
-
-    def _keep_for_grid(
-        self, s: float, names: list[str], lr: Tensor, hr: Tensor, sr: dict, sel: Tensor
-    ) -> None:
-        """Keep the first `grid_images` images by name at scale `s` (uint8 on the CPU)."""
-        kept = self._grid.setdefault(s, {})
-        for j, name in enumerate(names):
-            if len(kept) >= self.grid_images and name >= max(kept):
-                continue
-            images = {"lr": to_uint8(lr[j]), "hr": to_uint8(hr[j])}
-            images.update({m: to_uint8(x[sel[j]]) for m, x in sr.items()})
-            kept[name] = images
-            if len(kept) > self.grid_images:
-                del kept[max(kept)]
 
     # ---- per epoch -----------------------------------------------------------------------------------------
 
@@ -269,28 +245,34 @@ class SRMetrics(L.Callback):
                         "psnr": cpu["psnr"][i],
                         "ssim": cpu["ssim"][i],
                         "lpips": cpu["lpips"][i] if "lpips" in cpu else None,
+                        **{k: cpu[k][i] for k in (*DETAIL_METRICS, "hf_share_hr")},
                     }
                 )
         return rows
 
-    def _log(self, pl_module: L.LightningModule, stage: str, rows: list[dict], summary: list[dict]) -> None:
-        own = self._methods[0]
-        metrics = ("psnr", "ssim", "lpips") if self.has_lpips else ("psnr", "ssim")
+    def _log(self, pl_module: L.LightningModule, results: EvalResults) -> None:
+        stage, own = results.stage, self._methods[0]
+        metrics = ("psnr", "ssim", *(["lpips"] if self.has_lpips else []), *DETAIL_METRICS)
         logs: dict[str, float] = {}
-        for r in summary:
+        for r in results.summary:
             tag = "" if r["method"] == own else f"_{r['method']}"
             for k in metrics:
                 logs[f"{stage}/{k}{tag}_x{format_scale(r['scale'])}"] = r[k]
-        for method in self.method_order():
-            mine = [r for r in rows if r["method"] == method]
+            if r["method"] == own:  # HR's share, once per scale: the reference for every hf_share
+                logs[f"{stage}/hf_share_hr_x{format_scale(r['scale'])}"] = r["hf_share_hr"]
+        for method in results.methods:
+            mine = [r for r in results.rows if r["method"] == method]
             if not mine:
                 continue
             tag = "" if method == own else f"_{method}"
-            for k in metrics:
+            for k in (*metrics, "hf_share_hr") if method == own else metrics:
                 # Overall: the mean over all (image, scale) pairs, so every evaluated image counts once per scale.
-                logs[f"{stage}/{k}{tag}"] = sum(r[k] for r in mine) / len(mine)
+                name = f"{stage}/{k}" if k == "hf_share_hr" else f"{stage}/{k}{tag}"
+                logs[name] = sum(r[k] for r in mine) / len(mine)
         for key, value in logs.items():
-            pl_module.log(key, value, prog_bar=key == f"{stage}/psnr", sync_dist=False)
+            # The values are gathered and identical on every rank (module doc); sync_dist with "max" is then
+            # exact, and tells Lightning so (it would otherwise advise to all-reduce them).
+            pl_module.log(key, value, prog_bar=key == f"{stage}/psnr", sync_dist=True, reduce_fx="max")
 
     def resolve_out_dir(self, trainer: L.Trainer, stage: str) -> Path:
         """`out_dir/{stage}`, with out_dir defaulting to `<trainer.log_dir or default_root_dir>/results`."""
@@ -302,59 +284,59 @@ class SRMetrics(L.Callback):
         return root / stage
 
     def _gather(self, trainer: L.Trainer, rows: list[dict]) -> list[dict]:
-        """All ranks' rows (and grid candidates, methods) on every rank; each (method, scale, name) once,
+        """All ranks' rows (and example images, methods) on every rank; each (method, scale, name) once,
         sorted by method, scale and name."""
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, (rows, self._methods, self._grid))
+            dist.all_gather_object(parts, (rows, self._methods, self._examples.examples))
             rows = [r for part_rows, _, _ in parts for r in part_rows]
-            for _, methods, grid in parts:
+            for _, methods, _ in parts:
                 self._methods.extend(m for m in methods if m not in self._methods)
-                for s, kept in grid.items():
-                    mine = self._grid.setdefault(s, {})
-                    mine.update({n: v for n, v in kept.items() if n not in mine})
-            if self.grid_images:
-                for s, kept in self._grid.items():
-                    self._grid[s] = {n: kept[n] for n in sorted(kept)[: self.grid_images]}
+            self._examples.merge([examples for _, _, examples in parts])
         order = {m: i for i, m in enumerate(self.method_order())}
         unique = {(r["method"], r["scale"], r["name"]): r for r in reversed(rows)}
         return sorted(
             unique.values(), key=lambda r: (order.get(r["method"], len(order)), r["scale"], r["name"])
         )
 
-    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> EvalResults | None:
+        """Gather, summarise and log the epoch; outside the sanity check, keep and hand on its results."""
         rows = self._gather(trainer, self._rows(stage))  # a collective under DDP: every rank calls it
         if not rows:
-            return
+            return None
         scale_max = getattr(trainer.datamodule, "scale_max", None) if trainer.datamodule is not None else None
         scale_max = float(scale_max) if scale_max is not None else None
         methods = self.method_order()
-        summary = summarize(rows, methods, scale_max)
-        self._log(pl_module, stage, rows, summary)
-        if trainer.sanity_checking:
-            self._reset()
-            return
-        columns = ["lr", *methods, "hr"]
-        title = f"{stage} epoch {trainer.current_epoch}: {self.convention.describe()}"
-        grids = {
-            format_scale(s): make_grid(
-                sorted(kept.items()), columns, self.grid_zoom, f"x{format_scale(s)} {title}"
-            )
-            for s, kept in sorted(self._grid.items())
-        }
-        self.last_stage, self.last_rows, self.last_summary, self.last_grids = stage, rows, summary, grids
-        self.last_files = {}
-        if self.write_files and trainer.is_global_zero:
-            self.last_files = self._write(trainer, stage, rows, summary, methods, scale_max, grids, title)
-        if stage == "test" and trainer.is_global_zero:
-            where = f"\nresults: {self.resolve_out_dir(trainer, stage)}" if self.last_files else ""
-            # print, not logging: the table belongs next to Lightning's own results table on stdout.
-            print(
-                f"\nSR metrics ({stage}) - {self.convention.describe()}; LPIPS: {self._lpips_note()}\n"
-                f"{console_table(summary, methods)}{where}"
-            )
-        self.on_results(trainer, pl_module, stage)
+        results = EvalResults(
+            stage=stage,
+            epoch=trainer.current_epoch,
+            step=trainer.global_step,
+            methods=methods,
+            rows=rows,
+            summary=summarize(rows, methods, scale_max),
+            convention=self.convention.describe(),
+            lpips_note=self._lpips_note(),
+            has_lpips=self.has_lpips,
+            scale_max=scale_max,
+            examples=self._examples.examples,
+        )
+        self._log(pl_module, results)
         self._reset()
+        if trainer.sanity_checking:
+            return None
+        results.grids = make_grids(results.examples, methods, self.grid_zoom, results.title)
+        if trainer.is_global_zero:
+            out = self.resolve_out_dir(trainer, stage)
+            if self.write_files:
+                results.files = write_results(results, out)
+            if stage == "test":
+                # print, not logging: the table belongs next to Lightning's own results table on stdout.
+                print(console_report(results, out if results.files else None))
+            for logger in trainer.loggers:
+                if isinstance(logger, ResultsLogger):
+                    logger.log_sr_results(results)
+        self.results = results
+        return results
 
     def _lpips_note(self) -> str:
         if self.lpips_model is not None:
@@ -362,28 +344,3 @@ class SRMetrics(L.Callback):
         if not self.lpips:
             return "n/a (disabled)"
         return f"n/a (backbone weights unavailable: {backbone_path(self.lpips_net)}; see TORCH_HOME)"
-
-    def _write(self, trainer, stage, rows, summary, methods, scale_max, grids, title) -> dict[str, Path]:
-        out = self.resolve_out_dir(trainer, stage)
-        conv = self.convention.describe()
-        files = {
-            "metrics.csv": write_metrics_csv(out / "metrics.csv", summary, conv, self.has_lpips),
-            "per_image.csv": write_per_image_csv(out / "per_image.csv", rows, self.has_lpips),
-        }
-        md = metrics_markdown(
-            summary,
-            conv,
-            f"{stage} results, epoch {trainer.current_epoch}, step {trainer.global_step}",
-            self._lpips_note(),
-        )
-        (out / "metrics.md").write_text(md)
-        files["metrics.md"] = out / "metrics.md"
-        files["metrics_vs_scale.png"] = plot_metrics_vs_scale(
-            summary, methods, out / "metrics_vs_scale.png", scale_max, title
-        )
-        for key, image in grids.items():
-            path = out / "grids" / f"x{key}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path)
-            files[f"grids/x{key}.png"] = path
-        return files

@@ -32,27 +32,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from .datasets import AID, RSSCN7, SPLITS, ImageFolder, SRImageDataset, UCMerced
 from .degradation import degrade, sample_scale, validate_scale_range
+from .samplers import EvalPairs, ScaleBatchSampler, TrainSampler
+from .validation import check_lr_sizes
 
 __all__ = ["DATASETS", "EvalPairs", "SRDataModule", "ScaleBatchSampler", "TrainSampler"]
 
-# Lightning warns that a DistributedSampler repeats val/test samples; ScaleBatchSampler shards the eval pairs
-# itself and SRMetrics counts every (image, scale) once, so the warning does not apply to these loaders.
-warnings.filterwarnings(
-    "ignore", message=r"Using `DistributedSampler` with the dataloaders", category=PossibleUserWarning
-)
+# Lightning warns (validate/test under DDP) that the DistributedSampler it injects repeats samples;
+# ScaleBatchSampler shards the eval pairs itself and SRMetrics counts every (image, scale) once, so the warning
+# does not apply to these loaders. It is silenced from setup() to teardown() of a run, not for the process.
+_SAMPLER_WARNING = r"Using `DistributedSampler` with the dataloaders"
 
 DATASETS: dict[str, type[SRImageDataset]] = {
     "ucmerced": UCMerced,
@@ -60,98 +59,6 @@ DATASETS: dict[str, type[SRImageDataset]] = {
     "rsscn7": RSSCN7,
     "folder": ImageFolder,
 }
-
-
-class EvalPairs(Dataset):
-    """Every image of ``base`` at every scale, scale-major: item ``k`` is image ``k % N`` at scale ``k // N``."""
-
-    def __init__(self, base: Dataset, scales: Sequence[float]) -> None:
-        self.base, self.scales = base, [float(s) for s in scales]
-
-    def __len__(self) -> int:
-        return len(self.base) * len(self.scales)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        n = len(self.base)  # type: ignore[arg-type]
-        item = dict(self.base[index % n])
-        item["nominal_scale"] = self.scales[index // n]
-        return item
-
-
-class ScaleBatchSampler(BatchSampler):
-    """Batches of ``EvalPairs`` indices that never mix scales: scale-major, images in sampler order, in chunks.
-
-    A ``BatchSampler`` over any index ``sampler`` (sequential by default). Under a ``DistributedSampler`` (as
-    Lightning injects for val/test in DDP) it shards by itself: every scale's images are split into
-    ``num_replicas`` equal contiguous shares, short shares padded by repeating images of that scale, so every
-    rank gets the same number of batches and the same scale at every step (the metrics drop the repeats). Under
-    an unrepeated sampler (Lightning's prediction sampler) it groups the rank's own indices, without repeats.
-    """
-
-    def __init__(
-        self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, num_images: int = 1
-    ) -> None:
-        super().__init__(sampler, batch_size, drop_last)
-        self.num_images = num_images
-
-    def _shard(self) -> tuple[list[int], int, int]:
-        """(indices in order, number of shares, this rank's share)."""
-        s = self.sampler
-        if isinstance(s, DistributedSampler) and not isinstance(s, UnrepeatedDistributedSampler):
-            if isinstance(s, DistributedSamplerWrapper):
-                indices = [int(s.dataset[i]) for i in range(len(s.dataset))]
-            else:
-                indices = list(range(len(s.dataset)))
-            return indices, s.num_replicas, s.rank
-        return [int(i) for i in s], 1, 0
-
-    def _batches(self) -> list[list[int]]:
-        indices, shares, rank = self._shard()
-        groups: dict[int, list[int]] = {}
-        for index in indices:
-            groups.setdefault(index // self.num_images, []).append(index)
-        batches = []
-        for scale_index in sorted(groups):
-            members = groups[scale_index]
-            if shares > 1:
-                per = math.ceil(len(members) / shares)
-                padded = [members[i % len(members)] for i in range(per * shares)]
-                members = padded[rank * per : (rank + 1) * per]
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start : start + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
-                    batches.append(chunk)
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-
-class TrainSampler(DistributedSampler):
-    """This rank's share of a shuffle drawn from ``seed + epoch`` (``DistributedSampler``), resumable mid-epoch.
-
-    Being a ``DistributedSampler``, Lightning leaves it in place under DDP (and calls ``set_epoch``).
-    ``start_at(epoch, position)`` makes the next pass over ``epoch`` begin at ``position`` (samples of this
-    rank), the rest of an interrupted epoch in the same order.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self._start: tuple[int, int] | None = None
-
-    def start_at(self, epoch: int, position: int) -> None:
-        self.set_epoch(epoch)
-        self._start = (epoch, position) if position > 0 else None
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        if self._start is not None and self._start[0] == self.epoch:
-            indices = indices[self._start[1] :]
-        self._start = None
-        return iter(indices)
 
 
 def _check_scales(name: str, scales: Sequence[float]) -> list[float]:
@@ -248,6 +155,7 @@ class SRDataModule(L.LightningDataModule):
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
+        check_lr_sizes(hr_size, scale_max, {"val_scales": self.val_scales, "test_scales": self.test_scales})
         self.save_hyperparameters()
         self.dataset_cls = DATASETS[dataset]
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
@@ -266,10 +174,10 @@ class SRDataModule(L.LightningDataModule):
         if self.hparams.download:
             self.dataset_cls.ensure_downloaded(self.hparams.root)
 
-    def _dataset(self, split: str) -> SRImageDataset:
+    def _dataset(self, split: str, verify_only: bool = False) -> SRImageDataset:
         if split not in self.datasets:
             hp = self.hparams
-            self.datasets[split] = self.dataset_cls(
+            data = self.dataset_cls(
                 hp.root,
                 split=split,
                 hr_size=hp.hr_size,
@@ -277,14 +185,31 @@ class SRDataModule(L.LightningDataModule):
                 split_dir=hp.split_dir,
                 max_images=hp.max_train_images if split == "train" else hp.max_eval_images,
                 cache_dir=hp.cache_dir,
+                verify_only=verify_only,
             )
+            if verify_only:
+                return data
+            self.datasets[split] = data
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
         """Build (decode) the datasets a stage needs: fit -> train + val, validate -> val, test/predict -> test."""
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if distributed and getattr(self, "_warning_scope", None) is None:  # until teardown (_SAMPLER_WARNING)
+            self._warning_scope = warnings.catch_warnings()
+            self._warning_scope.__enter__()
+            warnings.filterwarnings("ignore", message=_SAMPLER_WARNING, category=PossibleUserWarning)
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits.get(stage, SPLITS) if stage else SPLITS:
             self._dataset(split)
+        if stage == "fit" and "test" not in self.datasets:  # a truncated test image fails now, not after fit
+            self._dataset("test", verify_only=True)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Ends the warning scope ``setup`` opened."""
+        scope, self._warning_scope = getattr(self, "_warning_scope", None), None
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
     # ----------------------------------------------------------------- loaders
     def _loader_kwargs(self) -> dict[str, Any]:

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -48,6 +47,15 @@ from .images import (
     hr_protocol,
     load_rgb_uint8,
 )
+from .splits import (
+    SPLITS,
+    Record,
+    round_robin,
+    select_by_fraction,
+    select_from_file,
+    split_counts,
+    validate_fractions,
+)
 
 __all__ = [
     "AID",
@@ -61,40 +69,7 @@ __all__ = [
     "split_counts",
 ]
 
-SPLITS = ("train", "val", "test")
 _CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class _Record:
-    path: Path
-    name: str  # "<class>/<stem>" (ImageFolder: relative path without suffix)
-    group: str  # the class folder the split is made within
-
-
-def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
-    """Sizes of (train, val, test) for a class of ``n`` images: cumulative boundaries rounded half up."""
-    f_train, f_val = float(fractions[0]), float(fractions[1])
-    # the 1e-9 keeps 0.6 * 5 = 2.9999999999999996 from rounding down
-    b1 = min(n, math.floor(n * f_train + 0.5 + 1e-9))
-    b2 = min(n, max(b1, math.floor(n * (f_train + f_val) + 0.5 + 1e-9)))
-    return b1, b2 - b1, n - b2
-
-
-def _validate_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3:
-        raise ValueError(f"split fractions must be (train, val, test), got {tuple(fractions)!r}")
-    values = tuple(float(f) for f in fractions)
-    if any(not math.isfinite(f) or f < 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be finite, >= 0 and sum to 1, got {tuple(fractions)!r}")
-    return values  # type: ignore[return-value]
-
-
-def _read_split_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"split file {path} not found (expected train.txt, val.txt, test.txt there)")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line.replace("\\", "/") for line in lines if line]
 
 
 class SRImageDataset(Dataset):
@@ -110,6 +85,8 @@ class SRImageDataset(Dataset):
         cache_dir: folder for the decoded ``.npy`` cache (memory-mapped); None keeps the array in RAM.
         download: fetch the dataset into ``root`` when missing (UCMerced only).
         progress: show tqdm bars while downloading / decoding many images.
+        verify_only: only check that every image of the split decodes (nothing kept, ``images`` is None;
+            with ``cache_dir`` the cache is built); an empty split is then allowed.
     """
 
     layouts: ClassVar[tuple[str, ...]] = (".",)  # sub-folders of root that may hold the class folders
@@ -129,6 +106,7 @@ class SRImageDataset(Dataset):
         cache_dir: str | Path | None = None,
         download: bool = False,
         progress: bool = True,
+        verify_only: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -138,7 +116,7 @@ class SRImageDataset(Dataset):
             raise ValueError(f"max_images must be >= 1 or None, got {max_images!r}")
         self.root = Path(root).expanduser()
         self.split, self.hr_size, self.progress = split, hr_size, progress
-        self.fractions = _validate_fractions(fractions)
+        self.fractions = validate_fractions(fractions)
         if download:
             self.ensure_downloaded(self.root, progress=progress)
         self.image_root = self.find_image_root(self.root)
@@ -146,19 +124,26 @@ class SRImageDataset(Dataset):
         for record in records:
             check_header(record.path)
         if split_dir is not None:
-            records = self._select_from_file(records, Path(split_dir) / f"{split}.txt")
+            records = select_from_file(records, Path(split_dir) / f"{split}.txt", self.image_root)
         else:
-            records = self._select_by_fraction(records)
+            records = select_by_fraction(records, split, self.fractions)
+        if not records and verify_only:
+            self.records, self.names, self.images = [], [], None
+            return
         if not records:
             raise ValueError(
                 f"{type(self).__name__} split {split!r} under {self.image_root} is empty "
                 f"(fractions {self.fractions}, split_dir {split_dir}); use more images or other fractions"
             )
         if max_images is not None:
-            records = self._round_robin(records, max_images)
+            records = round_robin(records, max_images)
         self.records = records
         self.names = [r.name for r in records]
-        self.images = self._decode_all(Path(cache_dir) if cache_dir is not None else None)
+        if verify_only and cache_dir is None:
+            self._verify_all()  # decode every image, keep none (SRDataModule.setup checks unused splits)
+            self.images = None
+        else:
+            self.images = self._decode_all(Path(cache_dir) if cache_dir is not None else None)
 
     # ----------------------------------------------------------------- locating and indexing the files
     @classmethod
@@ -204,8 +189,8 @@ class SRImageDataset(Dataset):
             )
         download_and_extract(cls.url, root, cls.md5, progress=progress)
 
-    def _index(self, image_root: Path) -> list[_Record]:
-        records: list[_Record] = []
+    def _index(self, image_root: Path) -> list[Record]:
+        records: list[Record] = []
         if self.recursive:
             files = sorted(
                 p for p in image_root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
@@ -214,7 +199,7 @@ class SRImageDataset(Dataset):
                 rel = p.relative_to(image_root)
                 if any(part.startswith(".") for part in rel.parts):
                     continue
-                records.append(_Record(p, rel.with_suffix("").as_posix(), rel.parent.as_posix()))
+                records.append(Record(p, rel.with_suffix("").as_posix(), rel.parent.as_posix()))
         else:
             for d in sorted(d for d in image_root.iterdir() if d.is_dir() and not d.name.startswith(".")):
                 files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -223,7 +208,7 @@ class SRImageDataset(Dataset):
                         f"class folder {d} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                         "remove it or add its images"
                     )
-                records.extend(_Record(p, f"{d.name}/{p.stem}", d.name) for p in files)
+                records.extend(Record(p, f"{d.name}/{p.stem}", d.name) for p in files)
         seen: dict[str, Path] = {}
         for r in records:
             if r.name in seen:
@@ -231,55 +216,8 @@ class SRImageDataset(Dataset):
             seen[r.name] = r.path
         return records
 
-    # ----------------------------------------------------------------- splits
-    def _select_by_fraction(self, records: list[_Record]) -> list[_Record]:
-        groups: dict[str, list[_Record]] = {}
-        for r in records:
-            groups.setdefault(r.group, []).append(r)
-        index = SPLITS.index(self.split)
-        chosen: list[_Record] = []
-        for members in groups.values():
-            members = sorted(members, key=lambda r: r.path.name)
-            counts = split_counts(len(members), self.fractions)
-            start = sum(counts[:index])
-            chosen.extend(members[start : start + counts[index]])
-        return chosen
-
-    def _select_from_file(self, records: list[_Record], split_file: Path) -> list[_Record]:
-        by_name = {r.name: r for r in records}
-        by_stem: dict[str, list[_Record]] = {}
-        for r in records:
-            by_stem.setdefault(r.path.stem, []).append(r)
-        chosen: dict[str, _Record] = {}
-        for entry in _read_split_file(split_file):
-            key = entry.rsplit(".", 1)[0] if Path(entry).suffix.lower() in IMAGE_EXTENSIONS else entry
-            if "/" in key:
-                match = by_name.get(key)
-            else:
-                candidates = by_stem.get(key, [])
-                if len(candidates) > 1:
-                    raise ValueError(
-                        f"{split_file}: entry {entry!r} matches several images; write <class>/<file>"
-                    )
-                match = candidates[0] if candidates else None
-            if match is None:
-                raise ValueError(f"{split_file}: entry {entry!r} matches no image under {self.image_root}")
-            chosen[match.name] = match
-        order = {r.name: i for i, r in enumerate(records)}
-        return sorted(chosen.values(), key=lambda r: order[r.name])
-
-    @staticmethod
-    def _round_robin(records: list[_Record], limit: int) -> list[_Record]:
-        rank: dict[str, int] = {}
-        keyed = []
-        for i, r in enumerate(records):
-            rank[r.group] = rank.get(r.group, -1) + 1
-            keyed.append((rank[r.group], i))
-        keep = sorted(i for _, i in sorted(keyed)[:limit])
-        return [records[i] for i in keep]
-
     # ----------------------------------------------------------------- decoding
-    def _decode_one(self, record: _Record) -> np.ndarray:
+    def _decode_one(self, record: Record) -> np.ndarray:
         return hr_protocol(load_rgb_uint8(record.path), self.hr_size)
 
     def _shape(self) -> tuple[int, int, int]:
@@ -304,9 +242,22 @@ class SRImageDataset(Dataset):
             return out
         cache = self._cache_path(cache_dir)
         if cache.is_file():
-            cached = np.load(cache, mmap_mode="r")
-            if cached.shape == shape and cached.dtype == np.uint8:
-                return cached
+            try:
+                cached = np.load(cache, mmap_mode="r")
+            except (
+                ValueError,
+                OSError,
+                EOFError,
+            ) as err:  # e.g. cut short: "mmap length is greater than ..."
+                warnings.warn(
+                    f"decoded-image cache {cache} is corrupt ({err}); rebuilding it",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                cache.unlink(missing_ok=True)
+            else:
+                if cached.shape == shape and cached.dtype == np.uint8:
+                    return cached
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{cache.stem}.", suffix=".npy", dir=cache_dir)
         os.close(fd)
@@ -320,6 +271,12 @@ class SRImageDataset(Dataset):
             Path(tmp).unlink(missing_ok=True)
             raise
         return np.load(cache, mmap_mode="r")
+
+    def _verify_all(self) -> None:
+        """Decodes every image of the split (errors name the file) without keeping them."""
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            for _ in pool.map(self._decode_one, self.records):  # re-raises the first failure
+                pass
 
     def _fill(self, out: np.ndarray) -> None:
         expected = out.shape[1:]

@@ -21,7 +21,16 @@ from torch import Tensor
 
 from neurop_diff.diffusion.schedule import NoiseSchedule, predict_start_from_noise, q_posterior
 
-__all__ = ["Denoiser", "ddim_sample", "ddim_sigma", "ddim_step", "ddim_timesteps", "ddpm_sample"]
+__all__ = [
+    "Denoiser",
+    "ddim_sample",
+    "ddim_sigma",
+    "ddim_step",
+    "ddim_timesteps",
+    "ddpm_sample",
+    "start_level",
+    "truncated_steps",
+]
 
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -48,6 +57,21 @@ def ddim_timesteps(T: int, steps: int, spacing: Literal["uniform", "quadratic"] 
     for i in range(steps - 2, -1, -1):
         seq[i] = min(seq[i], seq[i + 1] - 1)
     return seq
+
+
+def truncated_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` DDIM steps a run at ``strength`` in (0, 1] makes (at least 1)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    return max(1, round(steps * strength))
+
+
+def start_level(
+    schedule: NoiseSchedule, steps: int, strength: float, spacing: Literal["uniform", "quadratic"] = "uniform"
+) -> float:
+    """The noise level gamma at which a DDIM run of ``steps`` at ``strength`` starts."""
+    seq = ddim_timesteps(schedule.T, steps, spacing)[: truncated_steps(steps, strength)]
+    return float(schedule.gammas[seq[-1] + 1])
 
 
 def ddim_sigma(abar_t: float, abar_prev: float, eta: float) -> float:
@@ -93,19 +117,24 @@ def ddim_sample(
     callback: Callback | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    strength: float = 1.0,
 ) -> Tensor:
     """DDIM sampling from ``x_T`` (drawn when not given) to x0; returns ``shape`` in ``dtype`` ([-1, 1] images).
 
     ``eta = 0`` is deterministic; ``eta = 1`` with ``steps = T`` is DDPM (same draws as :func:`ddpm_sample`).
+    ``strength < 1`` runs only the last ``truncated_steps(steps, strength)`` steps: ``x_T`` is then the state at
+    the first of them (e.g. a noised initial estimate, as in Chung et al. 2022, "Come-closer-diffuse-faster").
     ``clip_denoised`` clamps x0_hat to [-1, 1] at every step as SR3 does.
     """
     device = _device(device, condition, x_T)
     x = _initial(shape, x_T, generator, device, dtype)
     seq = ddim_timesteps(schedule.T, steps, spacing)
+    if strength < 1.0:
+        seq = seq[: truncated_steps(steps, strength)]
     pairs = list(zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True))
     for i, (t, s) in enumerate(pairs):
         abar_t, abar_prev = schedule.abar(t + 1), schedule.abar(s + 1)
-        eps = denoise(x, _level(schedule, t + 1, x.shape[0], device, dtype), condition)
+        eps = denoise(x, _level(schedule, t + 1, x.shape[0], device, dtype), condition).to(dtype)
         sigma = ddim_sigma(abar_t, abar_prev, eta)
         noise = _randn(x.shape, generator, device, dtype) if sigma > 0 else None
         x, x0 = ddim_step(x, eps, abar_t, abar_prev, sigma, noise, clip_denoised)
@@ -133,7 +162,7 @@ def ddpm_sample(
     device = _device(device, condition, x_T)
     x = _initial(shape, x_T, generator, device, dtype)
     for i, t in enumerate(range(schedule.T, 0, -1)):
-        eps = denoise(x, _level(schedule, t, x.shape[0], device, dtype), condition)
+        eps = denoise(x, _level(schedule, t, x.shape[0], device, dtype), condition).to(dtype)
         x0 = predict_start_from_noise(x, schedule.abar(t), eps)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
@@ -176,5 +205,10 @@ def _initial(
 
 
 def _level(schedule: NoiseSchedule, t: int, batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The network's input noise level at 1-based timestep t: ``gammas[t] = sqrt(abar_t)``, shape (B,)."""
-    return torch.full((batch,), float(schedule.gammas[t]), device=device, dtype=dtype)
+    """The network's input noise level at 1-based timestep t: ``gammas[t] = sqrt(abar_t)``, shape (B,).
+
+    float64 (except on MPS, which has none): a denoiser that converts x0 or v predictions to eps needs
+    ``sqrt(1 - gamma^2)``, which a float32 gamma near 1 does not determine (see diffusion.parameterisation).
+    """
+    level_dtype = torch.float32 if device.type == "mps" else torch.float64
+    return torch.full((batch,), float(schedule.gammas[t]), device=device, dtype=level_dtype)

@@ -1,8 +1,11 @@
 """Results a person reads: per-scale tables (CSV, Markdown, console), the metrics-vs-scale figure, image grids.
 
 Pure functions of plain rows (dicts of str/float) and uint8 images; no Lightning. A per-image row is
-`{"stage", "method", "scale", "name", "psnr", "ssim", "lpips"}` (lpips None when LPIPS is unavailable); a
-summary row is `{"method", "scale", "ood", "psnr", "ssim", "lpips", "n_images"}` (means over images).
+`{"stage", "method", "scale", "name", "psnr", "ssim", "lpips"}` (lpips None when LPIPS is unavailable), and
+optionally the detail measures of `evaluation/detail.py`: `"hf_share"`, `"hf_psnr"`, `"hf_ssim"` and
+`"hf_share_hr"` (HR's share, the reference to compare `hf_share` with); a summary row is
+`{"method", "scale", "ood", "psnr", "ssim", "lpips", <detail keys>, "n_images"}` (means over images; a key is
+None when a row lacks it). Tables and the figure show the detail columns when the rows have them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from torch import Tensor
 from neurop_diff.evaluation.convention import format_scale
 
 METRICS = ("psnr", "ssim", "lpips")
-_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
+DETAIL = ("hf_share", "hf_share_hr", "hf_psnr", "hf_ssim")
+_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hf_share": "energy share > Nyquist/2"}
+
+
+def has_detail(table: Sequence[dict]) -> bool:
+    """Whether rows (or summary rows) carry the detail measures."""
+    return bool(table) and all(r.get("hf_share") is not None for r in table)
+
+
+def _mean(group: Sequence[dict], key: str) -> float | None:
+    values = [r.get(key) for r in group]
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def is_ood(scale: float, scale_max: float | None) -> bool:
@@ -37,7 +51,6 @@ def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | N
     summary = []
     for scale, method in sorted(groups, key=lambda k: (k[0], order.get(k[1], len(order)), k[1])):
         group = groups[(scale, method)]
-        lp = [r["lpips"] for r in group]
         summary.append(
             {
                 "method": method,
@@ -45,7 +58,8 @@ def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | N
                 "ood": is_ood(scale, scale_max),
                 "psnr": float(np.mean([r["psnr"] for r in group])),
                 "ssim": float(np.mean([r["ssim"] for r in group])),
-                "lpips": None if any(v is None for v in lp) else float(np.mean(lp)),
+                "lpips": _mean(group, "lpips"),
+                **{k: _mean(group, k) for k in DETAIL},
                 "n_images": len(group),
             }
         )
@@ -55,12 +69,12 @@ def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | N
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
+    return f"{value:.2f}" if metric in ("psnr", "hf_psnr") else f"{value:.4f}"
 
 
 def _rounded(row: dict) -> dict:
     """Metric values to 6 decimals (float32 noise in files helps nobody)."""
-    return {k: round(v, 6) if k in METRICS and v is not None else v for k, v in row.items()}
+    return {k: round(v, 6) if k in METRICS + DETAIL and v is not None else v for k, v in row.items()}
 
 
 def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_lpips: bool) -> Path:
@@ -73,6 +87,7 @@ def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_
         "psnr",
         "ssim",
         *(["lpips"] if has_lpips else []),
+        *(DETAIL if has_detail(summary) else []),
         "n_images",
         "convention",
     ]
@@ -86,8 +101,9 @@ def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_
 
 
 def write_per_image_csv(path: Path, rows: Sequence[dict], has_lpips: bool) -> Path:
-    """Every (stage, method, scale, image) with its PSNR, SSIM (and LPIPS)."""
+    """Every (stage, method, scale, image) with its PSNR, SSIM (and LPIPS, and the detail measures)."""
     cols = ["stage", "method", "scale", "name", "psnr", "ssim", *(["lpips"] if has_lpips else [])]
+    cols += list(DETAIL) if has_detail(rows) else []
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -98,19 +114,33 @@ def write_per_image_csv(path: Path, rows: Sequence[dict], has_lpips: bool) -> Pa
 
 
 def metrics_markdown(summary: Sequence[dict], convention: str, title: str, lpips_note: str) -> str:
-    """Markdown table (method, scale, OOD, PSNR, SSIM, LPIPS, images) preceded by the convention."""
+    """Markdown table (method, scale, OOD, PSNR, SSIM, LPIPS, [detail measures,] images) after the convention."""
+    detail = DETAIL if has_detail(summary) else ()
     lines = [
         f"# {title}",
         "",
         f"Convention: {convention}. LPIPS: {lpips_note}. OOD: scale above the training range.",
+        *(
+            [
+                "Detail (evaluation/detail.py): HF share = spectral energy above half the Nyquist frequency "
+                "(HR's beside it); HF PSNR / SSIM = of the high-pass band (image - Gaussian blur, sigma 1.5 px) "
+                "against HR's."
+            ]
+            if detail
+            else []
+        ),
         "",
-        "| method | scale | OOD | PSNR (dB) | SSIM | LPIPS | images |",
-        "| --- | ---: | :---: | ---: | ---: | ---: | ---: |",
+        "| method | scale | OOD | PSNR (dB) | SSIM | LPIPS |"
+        + ("" if not detail else " HF share | HF share HR | HF PSNR (dB) | HF SSIM |")
+        + " images |",
+        "| --- | ---: | :---: | ---: | ---: | ---: |" + " ---: |" * len(detail) + " ---: |",
     ]
     for r in summary:
+        extra = "".join(f" {_fmt(r[k], k)} |" for k in detail)
         lines.append(
             f"| {r['method']} | x{format_scale(r['scale'])} | {'OOD' if r['ood'] else ''} | "
-            f"{_fmt(r['psnr'], 'psnr')} | {_fmt(r['ssim'], 'ssim')} | {_fmt(r['lpips'], 'lpips')} | {r['n_images']} |"
+            f"{_fmt(r['psnr'], 'psnr')} | {_fmt(r['ssim'], 'ssim')} | {_fmt(r['lpips'], 'lpips')} |{extra} "
+            f"{r['n_images']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -142,23 +172,28 @@ def console_table(summary: Sequence[dict], methods: Sequence[str]) -> str:
 def plot_metrics_vs_scale(
     summary: Sequence[dict], methods: Sequence[str], path: Path, scale_max: float | None, title: str = ""
 ) -> Path:
-    """Figure with PSNR, SSIM and LPIPS against scale, one line per method, OOD scales shaded."""
+    """Figure with PSNR, SSIM, LPIPS (and the HF energy share, HR dashed) against scale, one line per
+    method, OOD scales shaded."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     scales = sorted({r["scale"] for r in summary})
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, metric in zip(axes, METRICS, strict=True):
-        for method in methods:
+    panels = (*METRICS, "hf_share") if has_detail(summary) else METRICS
+    fig, axes = plt.subplots(1, len(panels), figsize=(13 * len(panels) / 3, 3.8))
+    for ax, metric in zip(axes, panels, strict=True):
+        lines = [(m, metric, m, "-") for m in methods]
+        if metric == "hf_share":  # HR's share: the level a method restoring texture moves toward
+            lines.append((methods[-1], "hf_share_hr", "HR", "--"))
+        for method, key, label, style in lines:
             pts = [
-                (r["scale"], r[metric]) for r in summary if r["method"] == method and r[metric] is not None
+                (r["scale"], r.get(key)) for r in summary if r["method"] == method and r.get(key) is not None
             ]
             pts = [(s, v) for s, v in pts if math.isfinite(v)]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker="o", label=method)
+                ax.plot(xs, ys, marker="o", linestyle=style, label=label)
         if not ax.lines:
             ax.text(0.5, 0.5, f"{_LABELS[metric]} n/a", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
@@ -170,6 +205,8 @@ def plot_metrics_vs_scale(
         ax.set_ylabel(_LABELS[metric])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    if panels[-1] == "hf_share" and axes[-1].lines:
+        axes[-1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -54,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stage", choices=("diffusion", "operator"), help="default: the checkpoint's own stage"
     )
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (diffusion; default 50)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (diffusion; default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("ddim", "ddpm", "euler", "heun", "dpmpp_2m"),
+        default=None,
+        help="sampler (diffusion; default: the checkpoint's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (diffusion; default 0)")
     parser.add_argument(
         "--tile", type=int, help="diffusion tile size in HR pixels (default: the UNet's training size)"
@@ -80,9 +89,21 @@ def output_name(src: Path, scale: float | None, size: tuple[int, int] | None) ->
     return f"{src.stem}_{tag}{src.suffix}"
 
 
+def _check_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    """Exits with one line when ``--out`` cannot be the output folder (a file, or not writable)."""
+    if out.exists() and not out.is_dir():
+        parser.exit(2, f"neurop-diff upscale: error: --out {out} is an existing file; --out is a folder\n")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        parser.exit(2, f"neurop-diff upscale: error: --out {out}: {existing} is a file, not a folder\n")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.exit(2, f"neurop-diff upscale: error: --out {out}: {existing} is not writable\n")
+
+
 def upscale_main(argv: list[str]) -> None:
     """Entry point of `neurop-diff upscale` (``argv`` without the subcommand)."""
-    from neurop_diff.inference.upscale import load_model, upscale_file
+    from neurop_diff.inference.memory import MemoryCheckError
+    from neurop_diff.inference.upscale import load_model, resolve_device, upscale_file
 
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -93,6 +114,11 @@ def upscale_main(argv: list[str]) -> None:
         files = expand_inputs(ns.inputs)
     except FileNotFoundError as err:
         parser.error(str(err))
+    _check_out(parser, ns.out)
+    try:
+        resolve_device(ns.device)  # an unknown or absent device: say so before reading anything
+    except ValueError as err:
+        parser.exit(2, f"neurop-diff upscale: error: --device: {err}\n")
     targets: dict[Path, Path] = {}
     for f in files:
         dst = ns.out / output_name(f, ns.scale, size)
@@ -115,10 +141,10 @@ def upscale_main(argv: list[str]) -> None:
         try:
             upscale_file(
                 src, dst, ns.scale, size, checkpoint=model, bands=ns.bands, device=model.device, stage=ns.stage,
-                steps=ns.steps, seed=ns.seed, tile=ns.tile, overlap=ns.overlap, tile_batch=ns.tile_batch,
+                steps=ns.steps, sampler=ns.sampler, seed=ns.seed, tile=ns.tile, overlap=ns.overlap, tile_batch=ns.tile_batch,
                 progress=not ns.no_progress,
             )  # fmt: skip
-        except (ImportError, OSError, ValueError) as err:
+        except (ImportError, OSError, ValueError, MemoryCheckError) as err:
             # Bad input (a GeoTIFF without rasterio, wrong bands, an unreadable file): say which, no traceback.
             parser.exit(2, f"neurop-diff upscale: error: {src}: {err}\n")
         tqdm.write(f"wrote {dst}")

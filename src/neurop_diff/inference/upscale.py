@@ -21,8 +21,9 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from neurop_diff.diffusion.tiling import plan_tiles
 from neurop_diff.inference import io
-from neurop_diff.inference.tiling import plan_tiles, tiled_ddim_sample
+from neurop_diff.inference.memory import check_memory
 
 if TYPE_CHECKING:
     from neurop_diff.lit.diffusion import DiffusionModule
@@ -71,14 +72,37 @@ class LoadedModel:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else Apple MPS, else CPU; anything else as ``torch.device``."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"``: CUDA when available, else Apple MPS, else CPU; else ``cpu``, ``cuda[:N]`` or ``mps``, checked
+    to exist here (ValueError naming the device and what is available)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r} is not available: no CUDA GPU is visible (use cpu or auto)")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {device!r} is not available: {count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
+            )
+    elif dev.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"device {device!r} is not available: Apple MPS is not available here (use cpu or auto)"
+        )
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported: expected auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def load_model(checkpoint: Checkpoint, device: str | torch.device = "auto") -> LoadedModel:
@@ -129,18 +153,27 @@ def _from_module(module: Any, dev: torch.device, scale_max: float, source: str) 
 @functools.lru_cache(maxsize=4)
 def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
     from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.lit.operator import load_operator
+    from neurop_diff.weights.checkpoint import checkpoint_kind, load_operator, read_checkpoint
 
     dev = torch.device(device)
-    obj = _peek(path)
+    obj = read_checkpoint(path, mmap=True)  # weights only; the modules copy what they use
+    kind = checkpoint_kind(obj)
     hp = obj.get("hyper_parameters") if isinstance(obj, dict) else None
     data_hp = obj.get("datamodule_hyper_parameters") if isinstance(obj, dict) else None
     scale_max = float((data_hp or {}).get("scale_max", DEFAULT_SCALE_MAX))
-    if isinstance(hp, dict) and "condition" in hp:
-        module = DiffusionModule.load_from_checkpoint(path, map_location=dev)
+    if kind == "DiffusionModule":
+        try:
+            module = DiffusionModule.from_checkpoint(obj)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
         return _from_module(module, dev, scale_max, source=path)
+    if kind == "neuropdiff":
+        raise ValueError(
+            f"{path} is the authors' NeurOp-Diff training checkpoint: convert it first with "
+            "`neurop-diff import-weights <file> --out <ckpt>`"
+        )
     try:
-        model, _ = load_operator(path)
+        model, _ = load_operator(obj)
     except (KeyError, ValueError, TypeError) as err:
         raise ValueError(
             f"{path} is neither an OperatorModule/DiffusionModule checkpoint nor the authors' SRNO weights "
@@ -148,14 +181,6 @@ def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
         ) from err
     chunk = hp.get("chunk_size", DEFAULT_CHUNK) if isinstance(hp, dict) else DEFAULT_CHUNK
     return LoadedModel("operator", model.to(dev).eval(), None, scale_max, chunk, dev, path)
-
-
-def _peek(path: str) -> Any:
-    """The checkpoint's dict without reading its tensors (memory-mapped when the format allows it)."""
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except RuntimeError:  # legacy (non-zip) format: no mmap
-        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def output_size(
@@ -203,7 +228,8 @@ def upscale_tensor(
     model: LoadedModel,
     stage: Stage | None = None,
     *,
-    steps: int = 50,
+    steps: int | None = None,
+    sampler: str | None = None,
     seed: int = 0,
     tile: int | None = None,
     overlap: int | None = None,
@@ -212,10 +238,11 @@ def upscale_tensor(
 ) -> Tensor:
     """SR of ``lr`` (1, 3, h, w) in [-1, 1] to ``size`` = (H, W); returns (1, 3, H, W) in [-1, 1] on the CPU.
 
-    ``operator``: the exact chunked SRNO evaluation. ``diffusion``: DDIM with ``steps`` steps, noise from
-    ``torch.Generator().manual_seed(seed)``, on tiles of ``tile`` HR pixels (default: the UNet's training
-    ``image_size``) overlapping by ``overlap`` (default ``tile // 4``), ``tile_batch`` tiles per UNet call.
-    With one tile covering the image this is exactly the DiffusionModule's own sampler.
+    ``operator``: the exact chunked SRNO evaluation. ``diffusion``: the model's own ``NeurOpDiff.sample``
+    (``sampler`` and ``steps`` default to the checkpoint's), starting noise from ``starting_noise(seed)``, on
+    tiles of ``tile`` HR pixels (default: the UNet's training ``image_size``) overlapping by ``overlap``
+    (default ``tile // 4``), ``tile_batch`` tiles per UNet call. With one tile covering the image this is
+    exactly what ``neurop-diff test`` samples for the same image and seed.
     """
     stage = _pick_stage(model, stage)
     lr = lr.to(model.device, torch.float32)
@@ -223,39 +250,39 @@ def upscale_tensor(
         out = model.operator(lr, tuple(size), chunk_size=model.chunk_size)
         return out.clamp(-1, 1).cpu()
     module = model.diffusion
-    hp = module.hparams
+    hp, method = module.hparams, module.model
     tile = int(hp.image_size) if tile is None else int(tile)
     overlap = tile // 4 if overlap is None else int(overlap)
-    factor = module.unet.factor
+    factor = method.unet.factor
     if tile < factor or tile % factor:
         raise ValueError(
             f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
         )
     _, grid = plan_tiles(tuple(size), tile, overlap, factor)  # validates before the costly prior
-    cond, _ = module.condition(lr, tuple(size))
+    sampler = sampler or hp.get("sampler", "ddim")
+    steps = int(hp.sampling_steps if steps is None else steps)
+    # UNet evaluations per tile: DDPM visits every timestep, Heun evaluates twice per step but the last.
+    n_steps = {"ddpm": method.schedule.T, "heun": 2 * steps - 1}.get(sampler, steps)
     bar = tqdm(
-        total=steps * len(grid),
-        desc=f"diffusion: {steps} steps x {len(grid)} tile(s)",
+        total=n_steps * len(grid),
+        desc=f"diffusion: {sampler} {n_steps} UNet calls x {len(grid)} tile(s)",
         unit="tile",
         disable=not progress,
         leave=False,
     )
     with bar:
-        out = tiled_ddim_sample(
-            module.denoise,
-            cond,
-            (lr.shape[0], 3, *size),
-            module.schedule,
-            tile=tile,
-            overlap=overlap,
-            multiple=factor,
-            tile_batch=tile_batch,
+        out = method.sample(
+            lr,
+            tuple(size),
             steps=steps,
             eta=float(hp.eta),
+            sampler=sampler,
             spacing=hp.spacing,
-            generator=torch.Generator().manual_seed(seed),
+            seed=seed,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
             on_tiles=bar.update,
-            device=model.device,
         )
     return out.clamp(-1, 1).cpu()
 
@@ -266,6 +293,7 @@ def _upscale_raster(
     """Model output (H, W, 3) float32 in [0, 1] for a raster; warns once when out of distribution."""
     h, w = raster.rgb.shape[:2]
     out_size = output_size((h, w), scale, size)
+    check_memory(out_size, _pick_stage(model, kwargs.get("stage")), f"{w}x{h} input")  # before any work
     true_scale = max(out_size[0] / h, out_size[1] / w)
     if true_scale > model.scale_max + 1e-9:
         warnings.warn(
@@ -286,7 +314,8 @@ def upscale(
     *,
     checkpoint: Checkpoint,
     stage: Stage | None = None,
-    steps: int = 50,
+    steps: int | None = None,
+    sampler: str | None = None,
     seed: int = 0,
     tile: int | None = None,
     overlap: int | None = None,
@@ -306,7 +335,8 @@ def upscale(
             module in memory, or a :class:`LoadedModel`.
         stage: ``"diffusion"`` or ``"operator"``; default the checkpoint's own stage. A diffusion checkpoint
             can also give its operator's output; an operator checkpoint cannot give ``"diffusion"``.
-        steps, seed: DDIM steps and noise seed (diffusion).
+        steps, sampler, seed: sampling steps and sampler (``ddim`` / ``ddpm``; default: the checkpoint's own)
+            and the noise seed (diffusion; the same seed gives what ``neurop-diff test`` gives).
         tile, overlap, tile_batch: diffusion tiles in HR pixels (default: the UNet's training size, overlap
             a quarter of it), tiles per UNet call. The operator stage is always exact and ignores them.
         bands: 1-based bands to use (three as RGB, or one as grey); see :mod:`neurop_diff.inference.io`.
@@ -327,7 +357,7 @@ def upscale(
     else:
         raise TypeError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
     rgb = _upscale_raster(
-        raster, scale, size, model, stage=stage, steps=steps, seed=seed, tile=tile, overlap=overlap,
+        raster, scale, size, model, stage=stage, steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap,
         tile_batch=tile_batch, progress=progress,
     )  # fmt: skip
     data = io.to_array(rgb, raster)

@@ -4,42 +4,21 @@ random stream, the non-finite loss stop and clear architecture errors when loadi
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from os import PathLike
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint, stage_hint
+
 #: Checkpoint key of the SRTask state (the count of training batches that seeds the training random stream).
 STATE_KEY = "neurop_diff"
-#: Hyper-parameters that do not set parameter shapes (left out of the error when a checkpoint does not fit).
-_NON_ARCH_HPARAMS = {"lr", "warmup_fraction", "weight_decay", "chunk_size", "weights", "operator_ckpt", "seed",
-                     "sample_q", "sampling_steps", "eta", "spacing", "loss", "lr_schedule", "lr_step_every",
-                     "dropout", "_instantiator"}  # fmt: skip
-
-
-#: What each module's checkpoint is, for error messages.
-STAGES = {
-    "OperatorModule": "stage 1, the neural operator: configs/operator*.yaml",
-    "DiffusionModule": "stage 2, the diffusion model: configs/diffusion*.yaml",
-}
-
-
-def checkpoint_kind(checkpoint: dict[str, Any]) -> str | None:
-    """ "OperatorModule" / "DiffusionModule" (from the recorded class or the parameter names), or None."""
-    hp = checkpoint.get("hyper_parameters") or {}
-    class_path = hp.get("_class_path") if isinstance(hp, dict) else None
-    if isinstance(class_path, str):
-        return class_path.rsplit(".", 1)[-1]
-    sd = checkpoint.get("state_dict")
-    if isinstance(sd, dict):
-        if any(k.startswith("unet.") for k in sd):
-            return "DiffusionModule"
-        if any(k.startswith("model.") for k in sd):
-            return "OperatorModule"
-    return None
+__all__ = ["STAGES", "STATE_KEY", "SRTask", "checkpoint_kind", "stepwise", "stream_seed", "warmup_cosine"]
 
 
 def stream_seed(*parts: object) -> int:
@@ -64,6 +43,9 @@ class SRTask(L.LightningModule):
     monitor = "val/psnr"
     mode = "max"
 
+    #: Hyper-parameters that set the weights (shapes, meaning): a checkpoint's value wins; see neurop_diff.cli.
+    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset()
+
     _train_batches: int = 0
 
     def super_resolve(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
@@ -84,56 +66,77 @@ class SRTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._train_batches = int(checkpoint.get(STATE_KEY, {}).get("train_batches", 0))
-        self._check_fits(checkpoint)
-
-    def _check_fits(self, checkpoint: dict[str, Any]) -> None:
-        """Raises ValueError naming the parameters of `checkpoint` that do not fit this module, and why."""
-        theirs = checkpoint.get("state_dict")
-        if not isinstance(theirs, dict):
+        if not isinstance(checkpoint.get("state_dict"), dict):
             raise ValueError(
                 "the checkpoint has no 'state_dict': not a neurop-diff training checkpoint (the authors' weights "
                 "are converted with `neurop-diff import-weights`)"
             )
-        own = self.state_dict()
-        shapes = [
-            f"{k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
-            for k, v in own.items()
-            if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)
-        ]
-        strict = getattr(self, "strict_loading", True)
-        missing = sorted(set(own) - set(theirs)) if strict else []
-        unexpected = sorted(set(theirs) - set(own)) if strict else []
-        if not (shapes or missing or unexpected):
-            return
-        hp = checkpoint.get("hyper_parameters", {}) or {}
-        kind = checkpoint_kind(checkpoint)
-        if kind is not None and kind != type(self).__name__:
-            raise ValueError(
-                f"this is a {kind} checkpoint ({STAGES.get(kind, 'another model')}); "
-                f"a {type(self).__name__} checkpoint ({STAGES.get(type(self).__name__, '')}) is expected here"
+        hint = stage_hint(checkpoint_kind(checkpoint), type(self).__name__)
+        if hint:
+            raise ValueError(hint)
+        # Read by load_state_dict (which Lightning calls next) for the hint of a strict-loading error.
+        self._loading_hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """torch's strict loading; its report (missing, unexpected, mis-shaped parameters) comes with the
+        architecture settings that differ from the checkpoint being loaded, if any."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as err:
+            hp, self._loading_hparams = getattr(self, "_loading_hparams", {}), {}
+            differ = [
+                f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
+                for k in self.hparams
+                if k in self.ARCH_HPARAMS and k in hp and _plain(hp[k]) != _plain(self.hparams[k])
+            ]
+            why = (
+                f"the architecture settings differ ({', '.join(differ)})"
+                if differ
+                else "the checkpoint was made by another architecture or code version"
             )
-        differ = [
-            f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
-            for k in self.hparams
-            if k in hp and k not in _NON_ARCH_HPARAMS and hp[k] != self.hparams[k]
-        ]
-        parts = [f"{len(shapes)} parameter(s) of another shape: {shapes[:10]}"] if shapes else []
-        if missing:
-            parts.append(f"{len(missing)} parameter(s) missing from the checkpoint: {missing[:10]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} parameter(s) the model does not have: {unexpected[:10]}")
-        why = (
-            f"; the architecture settings differ ({', '.join(differ)})"
-            if differ
-            else "; the checkpoint was made by another architecture or code version"
+            raise ValueError(
+                f"the checkpoint does not fit {type(self).__name__}: {why}. Build the model with the "
+                f"checkpoint's settings (`--ckpt_path` does so by itself). {err}"
+            ) from err
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | PathLike[str],
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SRTask:
+        """Lightning's `load_from_checkpoint`, reading the file with `neurop_diff.weights.read_checkpoint`
+        (weights only, whatever `weights_only` says). `kwargs` override the stored hyper-parameters."""
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not supported: the checkpoint holds the hyper-parameters")
+        checkpoint = read_checkpoint(checkpoint_path, mmap=True)  # load_state_dict copies what it needs
+        try:
+            module = cls.from_checkpoint(checkpoint, strict=strict, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"{checkpoint_path}: {err}") from err
+        if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+            module = module.to(map_location)
+        return module
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], strict: bool | None = None, **kwargs: Any) -> SRTask:
+        """The module of a checkpoint already read (``read_checkpoint``), on the CPU; ``kwargs`` override the
+        stored hyper-parameters (those the constructor does not take are left out)."""
+        hint = stage_hint(checkpoint_kind(checkpoint), cls.__name__)
+        if hint:
+            raise ValueError(hint)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        stored = dict(checkpoint.get("hyper_parameters") or {})
+        module = cls(**{k: v for k, v in {**stored, **kwargs}.items() if k in accepted})
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(
+            checkpoint["state_dict"], strict=module.strict_loading if strict is None else strict
         )
-        raise ValueError(
-            f"the checkpoint does not fit {type(self).__name__}: "
-            + "; ".join(parts)
-            + why
-            + ". Build the model with the checkpoint's settings (`--ckpt_path` does so by itself unless "
-            "they are overridden)"
-        )
+        return module
 
     def _eval_step(self, batch: dict, batch_idx: int) -> dict[str, dict[str, Tensor]]:
         return {"sr": self.super_resolve(batch, batch_idx)}
@@ -204,3 +207,12 @@ def stepwise(values: list[float], every: int) -> Callable[[int], float]:
         return values[min(step // every, len(values) - 1)] / values[0]
 
     return factor
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (a checkpoint may store either), for comparing hyper-parameters."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from neurop_diff.data.degradation import make_cell, make_coord
-from neurop_diff.lit.base import SRTask, checkpoint_kind, warmup_cosine
+from neurop_diff.lit.base import SRTask, warmup_cosine
 from neurop_diff.models.operator import SRNO
-from neurop_diff.weights import (
-    extract_srno_state_dict,
-    load_checkpoint_file,
-    load_srno_weights,
-    srno_args_from_state_dict,
-)
+from neurop_diff.weights import SRNO_ARGS, SRNO_DEFAULTS, load_operator, load_srno_weights
 
-#: The constructor arguments of SRNO that an OperatorModule records (so a checkpoint rebuilds the operator).
-SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
-#: The authors' SRNO size (also the defaults of OperatorModule).
-SRNO_DEFAULTS = dict(zip(SRNO_ARGS, (16, 64, 256, 2, 16, 256), strict=True))
+__all__ = ["SRNO_ARGS", "SRNO_DEFAULTS", "OperatorModule", "load_operator"]
 
 
 class OperatorModule(SRTask):
@@ -42,14 +33,17 @@ class OperatorModule(SRTask):
         seed: seeds the training random stream (the point subsets), per rank and batch (see `SRTask`).
     """
 
+    #: Hyper-parameters that set parameter shapes (a checkpoint's value is kept; another one is an error).
+    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(SRNO_ARGS)
+
     def __init__(
         self,
-        encoder_blocks: int = 16,
-        encoder_width: int = 64,
-        width: int = 256,
-        blocks: int = 2,
-        heads: int = 16,
-        head_width: int = 256,
+        encoder_blocks: int = SRNO_DEFAULTS["encoder_blocks"],
+        encoder_width: int = SRNO_DEFAULTS["encoder_width"],
+        width: int = SRNO_DEFAULTS["width"],
+        blocks: int = SRNO_DEFAULTS["blocks"],
+        heads: int = SRNO_DEFAULTS["heads"],
+        head_width: int = SRNO_DEFAULTS["head_width"],
         sample_q: int | None = 2304,
         lr: float = 4e-4,
         warmup_fraction: float = 0.05,
@@ -115,32 +109,3 @@ class OperatorModule(SRTask):
         factor = warmup_cosine(int(self.hparams.warmup_fraction * total), total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def load_operator(path: str | Path) -> tuple[SRNO, dict[str, int]]:
-    """Loads a trained operator from an OperatorModule checkpoint or the authors' SRNO weights.
-
-    Returns the SRNO (eval mode, frozen) and its constructor arguments. Raises ValueError naming the file when it
-    holds something else (e.g. a DiffusionModule checkpoint).
-    """
-    path = Path(path)
-    obj = load_checkpoint_file(path)
-    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
-        hp = obj["hyper_parameters"]
-        if checkpoint_kind(obj) == "DiffusionModule":
-            raise ValueError(
-                f"{path} is a diffusion (DiffusionModule) checkpoint; an operator checkpoint "
-                "(OperatorModule, from `neurop-diff fit --config configs/operator.yaml`) is expected here"
-            )
-        args = {k: int(hp[k]) for k in SRNO_ARGS if k in hp}
-        model = SRNO(**args)
-        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        try:
-            model.load_state_dict(sd)  # strict: torch names missing, unexpected and mis-shaped parameters
-        except RuntimeError as err:
-            raise ValueError(f"{path} does not fit the operator architecture it records: {err}") from err
-    else:
-        args = srno_args_from_state_dict(extract_srno_state_dict(obj))
-        model = load_srno_weights(SRNO(**args), obj)
-    model.eval().requires_grad_(False)
-    return model, {**SRNO_DEFAULTS, **args}

@@ -1,65 +1,51 @@
-"""`neurop-diff import-weights`: the authors' files as neurop-diff (Lightning) checkpoints.
+"""The authors' files as plain weights in our names, for `neurop-diff import-weights` (`neurop_diff.lit.export`).
 
-An SRNO file (`srno_weight.pth`, SRNO `epoch-*.pth`) becomes an OperatorModule checkpoint; a NeurOp-Diff
-training checkpoint (`step_*.pth`: `[model_state, optimizer_state, epoch, step, ema_shadow]`) a DiffusionModule
-checkpoint with the authors' UNet configuration (condition `operator`). Both load with `--ckpt_path`, with
-`*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`.
+An SRNO file (`srno_weight.pth`, SRNO `epoch-*.pth`) gives the operator's weights and size; a NeurOp-Diff
+training checkpoint (`step_*.pth`: `[model_state, optimizer_state, epoch, step, ema_shadow]`) gives the UNet
+(the authors' configuration, condition `operator`) and the operator. Nothing here builds a LightningModule.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import lightning as L
-import torch
+from torch import Tensor
 
-from neurop_diff.weights.io import load_checkpoint_file
+from neurop_diff.weights.checkpoint import checkpoint_kind, read_checkpoint
 from neurop_diff.weights.neuropdiff import split_neuropdiff_checkpoint
-from neurop_diff.weights.srno import extract_srno_state_dict, load_srno_weights, srno_args_from_state_dict
+from neurop_diff.weights.srno import (
+    convert_srno_state_dict,
+    extract_srno_state_dict,
+    srno_args_from_state_dict,
+)
+
+__all__ = ["AuthorsWeights", "read_authors_weights"]
 
 
-def lightning_checkpoint(module: L.LightningModule) -> dict[str, Any]:
-    """The minimal Lightning checkpoint of a module: weights, hyper-parameters (with the class path that
-    LightningCLI's `--ckpt_path` reads) and the version marker Lightning's loader expects."""
-    cls = type(module)
-    hparams = {**dict(module.hparams), "_class_path": f"{cls.__module__}.{cls.__qualname__}"}
-    return {
-        "state_dict": module.state_dict(),
-        "hyper_parameters": hparams,
-        "pytorch-lightning_version": L.__version__,
-        "epoch": 0,
-        "global_step": 0,
-    }
+@dataclass(frozen=True)
+class AuthorsWeights:
+    """``kind``: ``"srno"`` or ``"neuropdiff"``. ``srno_args``: the SRNO size. ``srno``: the SRNO state dict in
+    our names. ``unet``: the UNet state dict in our names (NeurOp-Diff only; the authors' UNet = ours by
+    default)."""
+
+    kind: str
+    srno_args: dict[str, int]
+    srno: dict[str, Tensor]
+    unet: dict[str, Tensor] | None = None
 
 
-def import_weights(source: str | Path, out: str | Path, use_ema: bool = True) -> Path:
-    """Converts the authors' weights in `source` into a neurop-diff checkpoint at `out`; returns `out`."""
-    source, out = Path(source), Path(out)
-    obj = load_checkpoint_file(source)
+def read_authors_weights(source: str | Path, use_ema: bool = True) -> AuthorsWeights:
+    """Reads and converts (strictly checked) the authors' weights in ``source``; errors name the file."""
+    obj = read_checkpoint(source)
     try:
-        module = _module_from_authors(obj, use_ema, str(source))
+        if checkpoint_kind(obj) == "neuropdiff":
+            unet_sd, srno_sd = split_neuropdiff_checkpoint(obj, use_ema=use_ema, source=str(source))
+            kind = "neuropdiff"
+        else:
+            srno_sd, unet_sd, kind = extract_srno_state_dict(obj), None, "srno"
+        args = srno_args_from_state_dict(srno_sd)
+        srno = convert_srno_state_dict(srno_sd)  # checked against SRNO(**args) (on the meta device)
     except ValueError as err:
-        raise ValueError(f"{source}: {err}") from err
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(lightning_checkpoint(module), tmp)
-    os.replace(tmp, out)  # never a half-written checkpoint under the final name
-    return out
-
-
-def _module_from_authors(obj: Any, use_ema: bool, source: str) -> L.LightningModule:
-    from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.lit.operator import OperatorModule
-
-    if isinstance(obj, (list, tuple)):
-        # The authors' UNet configuration is UNet's (and DiffusionModule's) default, which split_ checks against.
-        unet_sd, srno_sd = split_neuropdiff_checkpoint(obj, use_ema=use_ema, source=source)
-        module = DiffusionModule(operator_args=srno_args_from_state_dict(srno_sd), condition="operator")
-        module.unet.load_state_dict(unet_sd)
-        load_srno_weights(module.operator, srno_sd)
-    else:
-        module = OperatorModule(**srno_args_from_state_dict(extract_srno_state_dict(obj)))
-        load_srno_weights(module.model, obj)
-    return module
+        raise ValueError(f"{source}: {err}" if str(source) not in str(err) else str(err)) from err
+    return AuthorsWeights(kind, args, srno, unet_sd)

@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from neurop_diff.models.unet import UNet
-from neurop_diff.weights.io import load_checkpoint_file
+from neurop_diff.weights.checkpoint import read_checkpoint
 from neurop_diff.weights.unet import UNET_PREFIX, convert_unet_state_dict
 
 __all__ = ["SRNO_PREFIX", "load_neuropdiff_checkpoint", "split_neuropdiff_checkpoint"]
@@ -32,7 +32,7 @@ def load_neuropdiff_checkpoint(
     names without the ``srno.`` prefix, ready for ``convert_srno_state_dict``. With ``use_ema`` the EMA
     weights replace the raw ones wherever the shadow has them (buffers come from the model state).
     """
-    return split_neuropdiff_checkpoint(load_checkpoint_file(path), use_ema, unet, source=str(path))
+    return split_neuropdiff_checkpoint(read_checkpoint(path, mmap=True), use_ema, unet, source=str(path))
 
 
 def split_neuropdiff_checkpoint(

@@ -13,6 +13,7 @@ The authors' names (``../shared/reference/state-dicts.md``) map to ours as follo
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from os import PathLike
@@ -22,8 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from ..models.operator import SRNO
-from .io import load_checkpoint_file
 
+#: The constructor arguments of SRNO that set its size (an OperatorModule records them, so a checkpoint
+#: rebuilds the operator), and their defaults (the authors' size), read off SRNO's signature: defined once.
+SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
+SRNO_DEFAULTS: dict[str, int] = {k: inspect.signature(SRNO).parameters[k].default for k in SRNO_ARGS}
 _DROPPED = re.compile(r"encoder\.(sub_mean|add_mean)\.")
 _PREFIXES = ("module.", "srno.")
 _BLOCK_PARTS = {"qkv_proj": "qkv", "o_proj1": "proj1", "o_proj2": "proj2", "kln": "k_norm", "vln": "v_norm"}
@@ -67,14 +71,7 @@ def _strip(name: str) -> str:
 def srno_args_from_state_dict(sd: Mapping[str, Tensor]) -> dict[str, int]:
     """Our ``SRNO`` constructor kwargs read off an authors' state dict (defaults where a key is absent)."""
     sd = {_strip(k): v for k, v in sd.items()}
-    args = {
-        "encoder_blocks": 16,
-        "encoder_width": 64,
-        "width": 256,
-        "blocks": 2,
-        "heads": 16,
-        "head_width": 256,
-    }
+    args = dict(SRNO_DEFAULTS)
     res = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"encoder\.body\.(\d+)\.body\.0\.weight", k))}
     attn = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"conv(\d+)\.qkv_proj\.weight", k))}
     if res:
@@ -90,36 +87,6 @@ def srno_args_from_state_dict(sd: Mapping[str, Tensor]) -> dict[str, int]:
         if key in sd and sd[key].dim() > dim:
             args[arg] = int(sd[key].shape[dim])
     return args
-
-
-def srno_args_from_checkpoint(obj: Any) -> dict[str, int] | None:
-    """Our ``SRNO`` kwargs from an SRNO-repository container ``{'model': {'name', 'args', 'sd'}}``; None for
-    containers without args. The authors' ``blocks`` argument is the number of heads (their block count is 2)."""
-    spec = obj.get("model") if isinstance(obj, Mapping) else None
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("args"), Mapping):
-        return None
-    args = spec["args"]
-    enc = args.get("encoder_spec") or {}
-    enc_name, enc_args = enc.get("name", "edsr-baseline"), dict(enc.get("args") or {})
-    defaults = {"edsr-baseline": (16, 64, 1), "edsr": (32, 256, 0.1)}
-    if enc_name not in defaults:
-        raise ValueError(
-            f"SRNO checkpoint: encoder_spec name {enc_name!r} not supported (expected 'edsr-baseline')"
-        )
-    n_res, n_feats, res_scale = defaults[enc_name]
-    res_scale = enc_args.get("res_scale", res_scale)
-    if res_scale != 1:
-        raise ValueError(
-            f"SRNO checkpoint: encoder res_scale {res_scale} not supported (the EDSR-baseline uses 1)"
-        )
-    return {
-        "encoder_blocks": int(enc_args.get("n_resblocks", n_res)),
-        "encoder_width": int(enc_args.get("n_feats", n_feats)),
-        "width": int(args.get("width", 256)),
-        "blocks": 2,
-        "heads": int(args.get("blocks", 16)),
-        "head_width": 256,
-    }
 
 
 def extract_srno_state_dict(obj: Any) -> dict[str, Tensor]:
@@ -197,9 +164,14 @@ def convert_srno_state_dict(sd: Mapping[str, Tensor], *, model: nn.Module | None
 
 def load_srno_weights(model: SRNO, path_or_obj: str | PathLike[str] | Mapping[str, Any]) -> SRNO:
     """Load the authors' SRNO weights (file path or already-loaded container) into ``model`` (strict);
-    returns ``model``. Build a fitting model first with ``SRNO(**srno_args_from_checkpoint(obj))`` or
+    returns ``model``. Build a fitting model first with
     ``SRNO(**srno_args_from_state_dict(extract_srno_state_dict(obj)))`` when the architecture is unknown."""
-    obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint_file(path_or_obj)
+    if isinstance(path_or_obj, Mapping):
+        obj = path_or_obj
+    else:
+        from .checkpoint import read_checkpoint  # the one reader (it imports this module)
+
+        obj = read_checkpoint(path_or_obj, mmap=True)
     try:
         state = convert_srno_state_dict(extract_srno_state_dict(obj), model=model)
     except ValueError as err:

@@ -1,0 +1,120 @@
+"""What the network predicts: eps, x0 or v, and the one conversion layer between them.
+
+At the continuous noise level ``gamma = sqrt(abar)`` of SR3 (``sigma = sqrt(1 - gamma^2)``) the forward process
+is ``x_t = gamma x0 + sigma eps``. Three targets describe the same denoiser:
+
+* ``eps``: the noise (DDPM, Ho et al. 2020; SR3 and the NeurOp-Diff authors);
+* ``x0``: the clean image (DDPM sec. 3.2's alternative; SRDiff/ResShift-style SR models);
+* ``v = gamma eps - sigma x0`` (Salimans & Ho 2022, "progressive distillation", sec. 4), which gives
+  ``x0 = gamma x_t - sigma v`` and ``eps = sigma x_t + gamma v``.
+
+Samplers consume ``eps`` (``diffusion.sampling``); any prediction is converted here. Everything is pure.
+``gamma`` is a (B,) tensor or a float in (0, 1]; coefficients are computed in its precision (the samplers pass
+float64 levels) and applied in the images' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from neurop_diff.diffusion.schedule import _per_item
+
+__all__ = [
+    "LossWeighting",
+    "Prediction",
+    "eps_from_x0",
+    "loss_weight",
+    "to_eps",
+    "to_x0",
+    "training_target",
+]
+
+Prediction = Literal["eps", "x0", "v"]
+LossWeighting = Literal["none", "min_snr"]
+
+_PREDICTIONS = ("eps", "x0", "v")
+
+
+def _check(prediction: str) -> None:
+    if prediction not in _PREDICTIONS:
+        raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {prediction!r}")
+
+
+def _gs(gamma: Tensor | float, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    # sigma from gamma in gamma's own precision (float64 from the samplers): near gamma = 1, 1 - gamma^2 from a
+    # float32 gamma is off by ~10% at SR3's first level (abar = 1 - 1e-6), and eps = (x_t - gamma x0) / sigma
+    # would carry that error into every sample.
+    g = _per_item(gamma, like)
+    if isinstance(g, Tensor):
+        s = (1 - g * g).clamp_min(0).sqrt()
+        return g.to(like.dtype), s.to(like.dtype)
+    return g, max(1.0 - g * g, 0.0) ** 0.5
+
+
+def training_target(prediction: Prediction, x0: Tensor, eps: Tensor, gamma: Tensor | float) -> Tensor:
+    """The regression target of the network for clean ``x0`` and noise ``eps`` at level ``gamma``."""
+    _check(prediction)
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    g, s = _gs(gamma, x0)
+    return g * eps - s * x0
+
+
+def to_x0(prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
+    """The clean-image estimate implied by the network output ``out`` for ``x_t`` at level ``gamma``.
+
+    From eps: ``(x_t - sigma eps) / gamma`` (DDIM eq. 12 "predicted x0"); from v: ``gamma x_t - sigma v``.
+    """
+    _check(prediction)
+    if prediction == "x0":
+        return out
+    g, s = _gs(gamma, x_t)
+    if prediction == "eps":
+        return (x_t - s * out) / g
+    return g * x_t - s * out
+
+
+def eps_from_x0(x0: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
+    """The noise that explains ``x_t`` given ``x0``: ``(x_t - gamma x0) / sigma`` (needs gamma < 1)."""
+    g, s = _gs(gamma, x_t)
+    return (x_t - g * x0) / s
+
+
+def to_eps(prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
+    """The noise estimate implied by ``out``; from v: ``sigma x_t + gamma v`` (exact, no division)."""
+    _check(prediction)
+    if prediction == "eps":
+        return out
+    if prediction == "x0":
+        return eps_from_x0(out, x_t, gamma)
+    g, s = _gs(gamma, x_t)
+    return s * x_t + g * out
+
+
+def loss_weight(
+    prediction: Prediction, gamma: Tensor, weighting: LossWeighting = "none", snr_gamma: float = 5.0
+) -> Tensor:
+    """Per-item loss weights (B,) float32.
+
+    ``none``: 1. ``min_snr`` (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting"): the
+    x0-space weight ``min(SNR, snr_gamma)`` with ``SNR = gamma^2 / sigma^2``, expressed for the chosen target:
+    ``/ SNR`` for eps, ``/ (SNR + 1)`` for v, as is for x0.
+    """
+    _check(prediction)
+    if weighting == "none":
+        return torch.ones_like(gamma, dtype=torch.float32)
+    if weighting != "min_snr":
+        raise ValueError(f"loss weighting must be 'none' or 'min_snr', got {weighting!r}")
+    g = gamma.to(torch.float64)
+    snr = g * g / (1 - g * g).clamp_min(1e-12)
+    w = snr.clamp(max=snr_gamma)
+    if prediction == "eps":
+        w = w / snr
+    elif prediction == "v":
+        w = w / (snr + 1)
+    return w.float()

@@ -1,0 +1,54 @@
+"""`neurop-diff import-weights`: the authors' files as neurop-diff (Lightning) checkpoints.
+
+An SRNO file becomes an OperatorModule checkpoint; a NeurOp-Diff training checkpoint a DiffusionModule
+checkpoint with the authors' UNet configuration (condition `operator`). Both load with `--ckpt_path`, with
+`*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`. The conversion itself is
+`neurop_diff.weights.export` (no Lightning there); this builds the modules and writes the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from neurop_diff.lit.diffusion import DiffusionModule
+from neurop_diff.lit.operator import OperatorModule
+from neurop_diff.weights.export import read_authors_weights
+
+__all__ = ["import_weights", "lightning_checkpoint"]
+
+
+def lightning_checkpoint(module: L.LightningModule) -> dict[str, Any]:
+    """The minimal Lightning checkpoint of a module: weights, hyper-parameters (with the class path that
+    `--ckpt_path` reads) and the version marker Lightning's loader expects."""
+    cls = type(module)
+    hparams = {**dict(module.hparams), "_class_path": f"{cls.__module__}.{cls.__qualname__}"}
+    return {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": hparams,
+        "pytorch-lightning_version": L.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+
+
+def import_weights(source: str | Path, out: str | Path, use_ema: bool = True) -> Path:
+    """Converts the authors' weights in `source` into a neurop-diff checkpoint at `out`; returns `out`."""
+    out = Path(out)
+    weights = read_authors_weights(source, use_ema=use_ema)
+    if weights.kind == "neuropdiff":
+        module: L.LightningModule = DiffusionModule(operator_args=weights.srno_args, condition="operator")
+        module.unet.load_state_dict(weights.unet)
+        module.operator.load_state_dict(weights.srno)
+    else:
+        module = OperatorModule(**weights.srno_args)
+        module.model.load_state_dict(weights.srno)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(lightning_checkpoint(module), tmp)
+    os.replace(tmp, out)  # never a half-written checkpoint under the final name
+    return out
