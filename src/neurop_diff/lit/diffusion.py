@@ -191,7 +191,7 @@ class DiffusionModule(SRTask):
         steps = hp.timesteps if hp.sampler == "ddpm" else hp.sampling_steps
         bar = self._step_bar(f"{hp.sampler.upper()} x{float(batch['scale'][0]):.2f}", steps)
         # Every image starts from the same seeded noise, whatever batch or rank it is in (see `seed`).
-        noise = [starting_noise(hp.seed, (3, *size)) for _ in range(lr.shape[0])]
+        x_T, generator = starting_noise(hp.seed, (1, 3, *size))
         sr = self.model.sample(
             lr,
             size,
@@ -199,8 +199,8 @@ class DiffusionModule(SRTask):
             eta=hp.eta,
             sampler=hp.sampler,
             spacing=hp.spacing,
-            x_T=torch.stack([n for n, _ in noise]),
-            generator=noise[0][1],
+            x_T=x_T.expand(lr.shape[0], -1, -1, -1),
+            generator=generator,
             condition=(cond, prior),
             callback=(lambda _: bar.update(1)) if bar is not None else None,
         )
