@@ -28,6 +28,7 @@ __all__ = [
     "TileGrid",
     "blend_window",
     "make_tile_grid",
+    "pad_for_tiles",
     "plan_tiles",
     "tile_starts",
     "tiled_ddim_sample",
@@ -212,6 +213,20 @@ def plan_tiles(
     return padded, make_tile_grid(padded, tile, overlap)  # type: ignore[return-value]
 
 
+def pad_for_tiles(
+    condition: Tensor | None, size: tuple[int, int], tile: int, overlap: int, multiple: int = 1
+) -> tuple[Tensor | None, tuple[int, int], TileGrid]:
+    """(condition padded to the canvas of :func:`plan_tiles` by edge replication, that canvas, its grid) for
+    sampling a ``size = (H, W)`` image; ``condition`` (B, C', H, W) must cover the image."""
+    h, w = int(size[0]), int(size[1])
+    (hp, wp), grid = plan_tiles((h, w), tile, overlap, multiple)
+    if condition is not None and tuple(condition.shape[-2:]) != (h, w):
+        raise ValueError(f"condition has size {tuple(condition.shape[-2:])}, expected the canvas {(h, w)}")
+    if condition is not None and (hp, wp) != (h, w):
+        condition = F.pad(condition, (0, wp - w, 0, hp - h), mode="replicate")
+    return condition, (hp, wp), grid
+
+
 @torch.no_grad()
 def tiled_ddim_sample(
     denoise: Denoiser,
@@ -240,11 +255,7 @@ def tiled_ddim_sample(
     covering an unpadded canvas this is exactly ``ddim_sample``. Returns ``shape`` in [-1, 1].
     """
     b, c, h, w = (int(v) for v in shape)
-    (hp, wp), grid = plan_tiles((h, w), tile, overlap, multiple)
-    if condition is not None and tuple(condition.shape[-2:]) != (h, w):
-        raise ValueError(f"condition has size {tuple(condition.shape[-2:])}, expected the canvas {(h, w)}")
-    if condition is not None and (hp, wp) != (h, w):
-        condition = F.pad(condition, (0, wp - w, 0, hp - h), mode="replicate")
+    condition, (hp, wp), grid = pad_for_tiles(condition, (h, w), tile, overlap, multiple)
     x = ddim_sample(
         tiled_denoiser(denoise, grid, tile_batch=tile_batch, on_tiles=on_tiles),
         condition,

@@ -35,7 +35,7 @@ from neurop_diff.diffusion.parameterisation import (
 )
 from neurop_diff.diffusion.sampling import ddim_sample, ddpm_sample, start_level
 from neurop_diff.diffusion.schedule import NoiseSchedule, q_sample
-from neurop_diff.diffusion.tiling import plan_tiles, tiled_denoiser
+from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
 
 from .operator import SRNO
 from .unet import UNet
@@ -237,9 +237,7 @@ class NeurOpDiff(nn.Module):
             raise ValueError(
                 f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
             )
-        (hp, wp), grid = plan_tiles((h, w), -(-tile_px // factor) * factor, overlap, factor)
-        if (hp, wp) != (h, w):
-            cond = F.pad(cond, (0, wp - w, 0, hp - h), mode="replicate")
+        cond, (hp, wp), grid = pad_for_tiles(cond, (h, w), -(-tile_px // factor) * factor, overlap, factor)
         shape = (lr.shape[0], 3, hp, wp)
         if x_T is None:
             x_T, own = starting_noise(seed, shape)
