@@ -25,7 +25,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from neurop_diff.diffusion.sampling import Callback, Denoiser, _device, _initial, ddim_timesteps
+from neurop_diff.diffusion.sampling import (
+    Callback,
+    Denoiser,
+    _device,
+    _initial,
+    ddim_timesteps,
+    noise_levels,
+)
 from neurop_diff.diffusion.schedule import NoiseSchedule
 
 __all__ = ["KSampler", "k_sample", "sample_dpmpp_2m", "sample_euler", "sample_heun", "sigma_grid"]
@@ -58,10 +65,9 @@ def _gamma(sigma: float) -> float:
 
 
 def _x0(denoise: Denoiser, y: Tensor, sigma: float, condition: Tensor | None, clip: bool) -> Tensor:
-    """D(y, sigma): the denoiser's x0 for y = x_t / gamma (levels passed in float64, as the DDIM loop does)."""
+    """D(y, sigma): the denoiser's x0 for y = x_t / gamma (levels as the DDIM loop passes them)."""
     g = _gamma(sigma)
-    level_dtype = torch.float32 if y.device.type == "mps" else torch.float64
-    level = torch.full((y.shape[0],), g, device=y.device, dtype=level_dtype)
+    level = noise_levels(g, y.shape[0], y.device)
     x_t = y * g
     eps = denoise(x_t, level, condition).to(y.dtype)
     x0 = (x_t - math.sqrt(max(1.0 - g * g, 0.0)) * eps) / g

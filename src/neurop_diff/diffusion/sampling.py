@@ -28,6 +28,7 @@ __all__ = [
     "ddim_step",
     "ddim_timesteps",
     "ddpm_sample",
+    "noise_levels",
     "start_level",
     "truncated_steps",
 ]
@@ -134,7 +135,7 @@ def ddim_sample(
     pairs = list(zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True))
     for i, (t, s) in enumerate(pairs):
         abar_t, abar_prev = schedule.abar(t + 1), schedule.abar(s + 1)
-        eps = denoise(x, _level(schedule, t + 1, x.shape[0], device, dtype), condition).to(dtype)
+        eps = denoise(x, _level(schedule, t + 1, x.shape[0], device), condition).to(dtype)
         sigma = ddim_sigma(abar_t, abar_prev, eta)
         noise = _randn(x.shape, generator, device, dtype) if sigma > 0 else None
         x, x0 = ddim_step(x, eps, abar_t, abar_prev, sigma, noise, clip_denoised)
@@ -162,7 +163,7 @@ def ddpm_sample(
     device = _device(device, condition, x_T)
     x = _initial(shape, x_T, generator, device, dtype)
     for i, t in enumerate(range(schedule.T, 0, -1)):
-        eps = denoise(x, _level(schedule, t, x.shape[0], device, dtype), condition).to(dtype)
+        eps = denoise(x, _level(schedule, t, x.shape[0], device), condition).to(dtype)
         x0 = predict_start_from_noise(x, schedule.abar(t), eps)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
@@ -204,11 +205,16 @@ def _initial(
     return x_T.to(device=device, dtype=dtype)
 
 
-def _level(schedule: NoiseSchedule, t: int, batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The network's input noise level at 1-based timestep t: ``gammas[t] = sqrt(abar_t)``, shape (B,).
+def _level(schedule: NoiseSchedule, t: int, batch: int, device: torch.device) -> Tensor:
+    """The network's input noise level at 1-based timestep t: ``gammas[t] = sqrt(abar_t)``, shape (B,)."""
+    return noise_levels(float(schedule.gammas[t]), batch, device)
+
+
+def noise_levels(gamma: float, batch: int, device: torch.device) -> Tensor:
+    """``gamma`` as the (B,) level tensor every sampler hands the denoiser.
 
     float64 (except on MPS, which has none): a denoiser that converts x0 or v predictions to eps needs
     ``sqrt(1 - gamma^2)``, which a float32 gamma near 1 does not determine (see diffusion.parameterisation).
     """
     level_dtype = torch.float32 if device.type == "mps" else torch.float64
-    return torch.full((batch,), float(schedule.gammas[t]), device=device, dtype=level_dtype)
+    return torch.full((batch,), gamma, device=device, dtype=level_dtype)
