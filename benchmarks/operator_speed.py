@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from neurop_diff.runtime import tune_cpu_allocator
+
 CASES = [  # (LR side, HR side, target seconds or None, target peak RSS MB or None)
     (64, 256, 1.0, None),
     (256, 1024, None, 2048),
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # child process: run one case
     args = parser.parse_args()
+    tune_cpu_allocator()  # as `neurop-diff` does (NEUROP_DIFF_MALLOC=default: glibc as it is)
     if args.case is not None:
         lr_side, hr_side, _, _ = CASES[args.case]
         print(json.dumps(run_case(lr_side, hr_side, args.chunk_size, args.threads)))

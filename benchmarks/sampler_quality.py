@@ -19,6 +19,7 @@ import torch
 from neurop_diff.data import SRDataModule
 from neurop_diff.evaluation.convention import MetricConvention, image_metrics
 from neurop_diff.lit import DiffusionModule
+from neurop_diff.runtime import tune_cpu_allocator
 
 SAMPLERS = ("ddim", "euler", "heun", "dpmpp_2m")
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--spacing", choices=("uniform", "karras"), default="uniform")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as `neurop-diff` does (NEUROP_DIFF_MALLOC=default: glibc as it is)
     module = DiffusionModule.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     model, hp = module.model, module.hparams
     dm = SRDataModule(dataset="rsscn7", root=args.root, hr_size=int(hp.image_size), mode="full",

@@ -26,6 +26,7 @@ from neurop_diff.diffusion.schedule import make_schedule
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
+from neurop_diff.runtime import tune_cpu_allocator
 
 SAMPLERS = ("ddim", "dpmpp_2m", "euler", "heun", "ddpm")
 
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as `neurop-diff` does (NEUROP_DIFF_MALLOC=default: glibc as it is)
     peak = peak_gflops()
     print(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "

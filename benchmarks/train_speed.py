@@ -24,6 +24,7 @@ from neurop_diff.diffusion.schedule import make_schedule, sample_gamma
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
+from neurop_diff.runtime import tune_cpu_allocator
 
 
 def step_parts(model: NeurOpDiff, opt, ema, batch: int, g: torch.Generator) -> dict[str, float]:
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as `neurop-diff` does (NEUROP_DIFF_MALLOC=default: glibc as it is)
     print(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; channels_last "
           f"{'on' if args.channels_last else 'off'}")  # fmt: skip

@@ -73,9 +73,7 @@ def test_console_script_help():
     assert "fit" in out and "import-weights" in out
 
 
-@pytest.mark.parametrize(
-    "config", ["operator.yaml", "diffusion.yaml", "operator_small.yaml", "diffusion_small.yaml"]
-)
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_print_config(config, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", str(REPO / "configs" / config), "--print_config"])

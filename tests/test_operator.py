@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurop_diff.models import SRNO, EDSREncoder, GalerkinBlock, chunked
-from neurop_diff.models import operator as op
+from neurop_diff.models import SRNO, EDSREncoder, GalerkinBlock, chunked, query
 from neurop_diff.models.galerkin import HeadLayerNorm
-from neurop_diff.models.operator import AUTO_CHUNK_POINTS, AUTO_FULL_POINTS
+from neurop_diff.models.lift import lr_features, neighbours
+from neurop_diff.models.query import AUTO_CHUNK_POINTS, AUTO_FULL_POINTS
 
 TINY = {"encoder_blocks": 1, "encoder_width": 8, "width": 16, "blocks": 2, "heads": 4, "head_width": 12}
 
@@ -208,8 +208,8 @@ def test_any_real_scale_and_downscaling():
 
 def test_auto_chunk(monkeypatch):
     assert AUTO_CHUNK_POINTS < AUTO_FULL_POINTS
-    monkeypatch.setattr(op, "AUTO_FULL_POINTS", 100)
-    monkeypatch.setattr(op, "AUTO_CHUNK_POINTS", 64)
+    monkeypatch.setattr(query, "AUTO_FULL_POINTS", 100)
+    monkeypatch.setattr(query, "AUTO_CHUNK_POINTS", 64)
     calls = []
     orig = GalerkinBlock.kv_reduce
     monkeypatch.setattr(
@@ -218,7 +218,8 @@ def test_auto_chunk(monkeypatch):
     model, lr = tiny(), lr_image()
     with torch.no_grad():
         out = model(lr, (10, 13), chunk_size="auto")
-    assert calls == [32, 32, 32, 32, 2] * 2  # 130 points in chunks of 64 // B=2, one pass per block
+    # 130 points in chunks of 64 // B=2, one pass per block, one image after the other
+    assert calls == [32, 32, 32, 32, 2] * 4
     with torch.no_grad():
         torch.testing.assert_close(out, model(lr, (10, 13)), atol=1e-5, rtol=0)
 
@@ -286,3 +287,40 @@ def test_models_import_no_higher_layer():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [n for n in names if n.startswith(banned)], (path.name, names)
+
+
+# from a 15 x 12 LR: about x4 (tables and block 0's tables pay) and x1.3 / x0.75 (the points are too few)
+@pytest.mark.parametrize(("size", "tables"), [((61, 47), True), ((20, 9), False)])
+def test_band_tables_are_exact_and_bounded(monkeypatch, size, tables):
+    """One image in int chunks: the lift and block-0 tables are built per band of LR rows (memory bounded by
+    BAND_TABLE_BYTES, not the scene), and give the reference's numbers; a piece reading outside its band fails."""
+    model, lr = tiny(), lr_image(1, 15, 12)
+    coord = _grid(size).reshape(1, -1, 2)
+    cell = torch.tensor([[2 / size[0], 2 / size[1]]])
+    bands, built = [], []
+    real_bands, real_lift = chunked._bands, chunked._Lift.__init__
+    monkeypatch.setattr(chunked, "_bands", lambda *a: bands.append(real_bands(*a)) or bands[-1])
+
+    def spy(self, model, grid, band, *args):
+        real_lift(self, model, grid, band, *args)
+        built.append((band.hi - band.lo, self.table is not None, self.block0))
+
+    monkeypatch.setattr(chunked._Lift, "__init__", spy)
+    monkeypatch.setattr(chunked, "PIECE_POINTS", 64)
+    # Tables of 6 LR rows per band: 12 px * 4 shifts * 4 tables * 16 channels * 4 bytes per row.
+    monkeypatch.setattr(chunked, "BAND_TABLE_BYTES", 6 * 12 * 4 * 4 * 16 * 4)
+    with torch.no_grad():
+        feat = model.encode(lr)
+        ref = model.reference(feat, lr, coord, cell)
+        out = chunked.evaluate(model, feat, lr, coord, cell, chunk=1000)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert len(bands) == 1 and len(bands[0]) >= 3, bands
+    # at most 6 rows of 12 pixels, unless one piece alone needs more
+    assert all(b.hi - b.lo <= 6 * 12 or b.stop - b.first == 1 for b in bands[0]), bands
+    assert len(built) == 3 * len(bands[0])  # tables per band and pass, never all at once
+    assert all(has_table == tables and block0 == tables for _, has_table, block0 in built), built
+    # the band of a piece is checked, not trusted: rows outside it are an error, never a silent wrong read
+    band = chunked._Band(12, 24, 0, 1)
+    lifter = chunked._Lift(model, lr_features(feat, cell, model.lift), band, 10**6, 1, "table")
+    with pytest.raises(RuntimeError, match="index"):
+        lifter.points(neighbours(lr_features(feat, cell, model.lift), coord[:, :64]))

@@ -22,11 +22,13 @@ from neurop_diff.checkpointing import ensure_safe_checkpointing, find_resume_ver
 from neurop_diff.data.datamodule import SRDataModule
 from neurop_diff.lit.base import SRTask
 from neurop_diff.loggers import WandbLogger
+from neurop_diff.runtime import tune_cpu_allocator
 from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint
 
 EXTRA_COMMANDS = {
-    "import-weights": "convert the authors' SRNO / NeurOp-Diff weights into a neurop-diff checkpoint",
+    "import-weights": "convert the authors' SRNO / LIIF / NeurOp-Diff weights into a neurop-diff checkpoint",
     "upscale": "upscale images or GeoTIFF scenes at any scale with a checkpoint of either stage",
+    "compare": "compare the test results of several runs (and the paper's numbers) in one table and figure",
 }
 
 
@@ -286,8 +288,9 @@ def _import_weights(argv: list[str]) -> None:
         prog="neurop-diff import-weights",
         description=(
             "Convert the authors' published weights into a neurop-diff checkpoint that `--ckpt_path` and "
-            "`model.init_args.operator_ckpt` accept. SRNO files (srno_weight.pth, SRNO epoch-*.pth) become an "
-            "OperatorModule checkpoint; NeurOp-Diff training checkpoints (step_*.pth) a DiffusionModule one."
+            "`model.init_args.operator_ckpt` accept. SRNO files (srno_weight.pth, SRNO epoch-*.pth) and LIIF "
+            "files (edsr-baseline-liif.pth) become an OperatorModule checkpoint (arch srno / liif); NeurOp-Diff "
+            "training checkpoints (step_*.pth) a DiffusionModule one."
         ),
     )
     parser.add_argument("source", type=Path, help="the authors' .pth file")
@@ -309,6 +312,13 @@ def _upscale(argv: list[str]) -> None:
     upscale_main(argv)
 
 
+def _compare(argv: list[str]) -> None:
+    from neurop_diff.evaluation.compare_cli import compare_main
+    from neurop_diff.loggers import resolve_mode
+
+    compare_main(argv, resolve_mode=resolve_mode)
+
+
 def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (a file, a value, what was expected): one line, no traceback."""
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
@@ -324,9 +334,10 @@ def main(args: list[str] | None = None) -> None:
     with a list (from Python) the exception propagates."""
     console = args is None
     argv = list(sys.argv[1:] if console else args)
+    tune_cpu_allocator()
     try:
         if argv and argv[0] in EXTRA_COMMANDS:
-            {"import-weights": _import_weights, "upscale": _upscale}[argv[0]](argv[1:])
+            {"import-weights": _import_weights, "upscale": _upscale, "compare": _compare}[argv[0]](argv[1:])
             return
         if argv and argv[0] in ("-h", "--help"):
             extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())

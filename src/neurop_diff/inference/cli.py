@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from neurop_diff.evaluation.convention import format_scale
-from neurop_diff.inference.io import IMAGE_SUFFIXES, expand_inputs
+from neurop_diff.inference.io import IMAGE_SUFFIXES, expand_inputs, is_geotiff
+from neurop_diff.inference.uncertainty import STD_MAX, check_samples, std_paths
 
 __all__ = ["build_parser", "output_name", "upscale_main"]
 
@@ -17,6 +18,8 @@ EXAMPLES = """examples:
   neurop-diff upscale scene.png --checkpoint diffusion.ckpt --scale 3.7 --out out/
   neurop-diff upscale 'images/*.jpg' tiles/ --checkpoint operator.ckpt --size 1024 1024 --out out/
   neurop-diff upscale s2.tif --checkpoint diffusion.ckpt --scale 4 --bands 4,3,2 --tile 256 --out out/
+  # mean of 8 samples + their per-pixel std (scene_x4_std.png / .npy; a GeoTIFF gets scene_x4_std.tif)
+  neurop-diff upscale scene.png --checkpoint diffusion.ckpt --scale 4 --samples 8 --out out/
 """
 
 
@@ -30,6 +33,26 @@ def _bands(text: str) -> tuple[int, ...]:
     if len(bands) not in (1, 3):
         raise argparse.ArgumentTypeError(f"--bands takes three bands (R,G,B) or one (grey), got {text!r}")
     return bands
+
+
+def _samples(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--samples must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _std_max(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"--std-max must be a number > 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampler (diffusion; default: the checkpoint's)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (diffusion; default 0)")
+    parser.add_argument(
+        "--samples",
+        type=_samples,
+        default=1,
+        metavar="K",
+        help="diffusion samples (seeds seed..seed+K-1, K x the time): K > 1 writes their per-pixel mean as the "
+        "image and their per-pixel std beside it, <name>_std.png (colour map) + .npy, or <name>_std.tif for a "
+        "GeoTIFF (default 1; e.g. 8)",
+    )
+    parser.add_argument(
+        "--std-max",
+        type=_std_max,
+        default=STD_MAX,
+        help=f"top of the std colour scale in [0, 1] image units (default {STD_MAX:g}; brighter = more spread)",
+    )
     parser.add_argument(
         "--tile", type=int, help="diffusion tile size in HR pixels (default: the UNet's training size)"
     )
@@ -120,31 +158,41 @@ def upscale_main(argv: list[str]) -> None:
     except ValueError as err:
         parser.exit(2, f"neurop-diff upscale: error: --device: {err}\n")
     targets: dict[Path, Path] = {}
+    written: dict[Path, Path] = {}  # every file to write (with the std maps) -> its input
     for f in files:
         dst = ns.out / output_name(f, ns.scale, size)
-        if dst in targets.values():
-            other = next(k for k, v in targets.items() if v == dst)
-            parser.error(
-                f"{f} and {other} would both be written to {dst}: upscale them into different --out folders"
-            )
-        if dst.exists() and not ns.overwrite:
-            parser.error(f"{dst} exists (pass --overwrite to replace it)")
+        for path in (dst, *(std_paths(dst, is_geotiff(f)) if ns.samples > 1 else ())):
+            if path in written:
+                parser.error(
+                    f"{f} and {written[path]} would both be written to {path}: upscale them into different "
+                    "--out folders"
+                )
+            if path.exists() and not ns.overwrite:
+                parser.error(f"{path} exists (pass --overwrite to replace it)")
+            written[path] = f
         targets[f] = dst
     try:
         model = load_model(ns.checkpoint, ns.device)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"neurop-diff upscale: error: {err}\n")
+    try:
+        check_samples(ns.samples, ns.stage or model.stage, str(ns.checkpoint))
+    except ValueError as err:
+        parser.exit(2, f"neurop-diff upscale: error: --samples {ns.samples}: {err}\n")
     ns.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(targets.items(), desc="images", unit="img", disable=ns.no_progress or len(targets) < 2)
     for src, dst in bar:
         bar.set_postfix_str(src.name)
+        notes: list[str] = []  # the std map's summary, said after the mean image's line
         try:
             upscale_file(
                 src, dst, ns.scale, size, checkpoint=model, bands=ns.bands, device=model.device, stage=ns.stage,
                 steps=ns.steps, sampler=ns.sampler, seed=ns.seed, tile=ns.tile, overlap=ns.overlap, tile_batch=ns.tile_batch,
-                progress=not ns.no_progress,
+                progress=not ns.no_progress, samples=ns.samples, std_max=ns.std_max, report=notes.append,
             )  # fmt: skip
         except (ImportError, OSError, ValueError, MemoryCheckError) as err:
             # Bad input (a GeoTIFF without rasterio, wrong bands, an unreadable file): say which, no traceback.
             parser.exit(2, f"neurop-diff upscale: error: {src}: {err}\n")
-        tqdm.write(f"wrote {dst}")
+        tqdm.write(f"wrote {dst}" + (f" (mean of {ns.samples} samples)" if ns.samples > 1 else ""))
+        for note in notes:
+            tqdm.write(note)

@@ -2,8 +2,9 @@
 
 Stages: ``operator`` evaluates SRNO exactly over the whole scene (chunked: memory bounded by the chunk
 size, result identical to one full evaluation); ``diffusion`` computes the operator prior once for the
-whole scene, then samples with DDIM on overlapping UNet-sized tiles blended at every step
-(:mod:`neurop_diff.inference.tiling`). Loaded checkpoints are cached per (file, device) in the process.
+whole scene, then samples on overlapping UNet-sized tiles blended at every step (``diffusion.tiling``);
+``samples=K`` averages K samples and maps their spread (``inference.ensemble``, ``inference.uncertainty``).
+Loaded checkpoints are cached per (file, device) in the process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +25,10 @@ from tqdm import tqdm
 
 from neurop_diff.diffusion.tiling import plan_tiles
 from neurop_diff.inference import io
+from neurop_diff.inference.device import resolve_device
+from neurop_diff.inference.ensemble import mean_std
 from neurop_diff.inference.memory import check_memory
+from neurop_diff.inference.uncertainty import STD_MAX, check_samples, grey_channel, write_std
 
 if TYPE_CHECKING:
     from neurop_diff.lit.diffusion import DiffusionModule
@@ -37,6 +42,7 @@ __all__ = [
     "LoadedModel",
     "OutOfDistributionScaleWarning",
     "clear_model_cache",
+    "iter_samples",
     "load_model",
     "output_size",
     "resolve_device",
@@ -69,40 +75,6 @@ class LoadedModel:
     chunk_size: int | str | None
     device: torch.device
     source: str
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else Apple MPS, else CPU; else ``cpu``, ``cuda[:N]`` or ``mps``, checked
-    to exist here (ValueError naming the device and what is available)."""
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from err
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device {device!r} is not available: no CUDA GPU is visible (use cpu or auto)")
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(
-                f"device {device!r} is not available: {count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
-            )
-    elif dev.type == "mps" and not _mps_available():
-        raise ValueError(
-            f"device {device!r} is not available: Apple MPS is not available here (use cpu or auto)"
-        )
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported: expected auto, cpu, cuda, cuda:N or mps")
-    return dev
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def load_model(checkpoint: Checkpoint, device: str | torch.device = "auto") -> LoadedModel:
@@ -223,32 +195,43 @@ def _pick_stage(model: LoadedModel, stage: str | None) -> Stage:
 
 @torch.inference_mode()
 def upscale_tensor(
-    lr: Tensor,
-    size: tuple[int, int],
-    model: LoadedModel,
-    stage: Stage | None = None,
-    *,
-    steps: int | None = None,
-    sampler: str | None = None,
-    seed: int = 0,
-    tile: int | None = None,
-    overlap: int | None = None,
-    tile_batch: int = 4,
-    progress: bool = False,
-) -> Tensor:
+    lr: Tensor, size: tuple[int, int], model: LoadedModel, stage: Stage | None = None, *, seed: int = 0, **kwargs: Any
+) -> Tensor:  # fmt: skip
     """SR of ``lr`` (1, 3, h, w) in [-1, 1] to ``size`` = (H, W); returns (1, 3, H, W) in [-1, 1] on the CPU.
 
     ``operator``: the exact chunked SRNO evaluation. ``diffusion``: the model's own ``NeurOpDiff.sample``
     (``sampler`` and ``steps`` default to the checkpoint's), starting noise from ``starting_noise(seed)``, on
     tiles of ``tile`` HR pixels (default: the UNet's training ``image_size``) overlapping by ``overlap``
     (default ``tile // 4``), ``tile_batch`` tiles per UNet call. With one tile covering the image this is
-    exactly what ``neurop-diff test`` samples for the same image and seed.
+    exactly what ``neurop-diff test`` samples for the same image and seed. ``kwargs``: :func:`iter_samples`'s.
+    """
+    return next(iter_samples(lr, size, model, stage, seeds=(seed,), **kwargs))
+
+
+@torch.inference_mode()
+def iter_samples(
+    lr: Tensor,
+    size: tuple[int, int],
+    model: LoadedModel,
+    stage: Stage | None = None,
+    *,
+    seeds: Sequence[int] = (0,),
+    steps: int | None = None,
+    sampler: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tile_batch: int = 4,
+    progress: bool = False,
+) -> Iterator[Tensor]:
+    """One SR (1, 3, H, W) in [-1, 1] on the CPU per seed in ``seeds``, as :func:`upscale_tensor` gives for
+    that seed, made when asked for (a generator: the caller decides how many are alive). The condition (the
+    operator prior) is computed once for all of them. The operator stage yields its one deterministic result.
     """
     stage = _pick_stage(model, stage)
     lr = lr.to(model.device, torch.float32)
     if stage == "operator":
-        out = model.operator(lr, tuple(size), chunk_size=model.chunk_size)
-        return out.clamp(-1, 1).cpu()
+        yield model.operator(lr, tuple(size), chunk_size=model.chunk_size).clamp(-1, 1).cpu()
+        return
     module = model.diffusion
     hp, method = module.hparams, module.model
     tile = int(hp.image_size) if tile is None else int(tile)
@@ -263,37 +246,36 @@ def upscale_tensor(
     steps = int(hp.sampling_steps if steps is None else steps)
     # UNet evaluations per tile: DDPM visits every timestep, Heun evaluates twice per step but the last.
     n_steps = {"ddpm": method.schedule.T, "heun": 2 * steps - 1}.get(sampler, steps)
+    seeds = [int(s) for s in seeds]
     bar = tqdm(
-        total=n_steps * len(grid),
-        desc=f"diffusion: {sampler} {n_steps} UNet calls x {len(grid)} tile(s)",
+        total=n_steps * len(grid) * len(seeds),
+        desc=f"diffusion: {sampler} {n_steps} UNet calls x {len(grid)} tile(s)"
+        + (f" x {len(seeds)} samples" if len(seeds) > 1 else ""),
         unit="tile",
         disable=not progress,
         leave=False,
     )
     with bar:
-        out = method.sample(
-            lr,
-            tuple(size),
-            steps=steps,
-            eta=float(hp.eta),
-            sampler=sampler,
-            spacing=hp.spacing,
-            seed=seed,
-            tile=tile,
-            overlap=overlap,
-            tile_batch=tile_batch,
-            on_tiles=bar.update,
-        )
-    return out.clamp(-1, 1).cpu()
+        cond = method.condition(lr, tuple(size), with_prior=False)  # once, not once per sample
+        for seed in seeds:
+            yield method.sample(
+                lr, tuple(size), steps=steps, eta=float(hp.eta), sampler=sampler, spacing=hp.spacing, seed=seed,
+                condition=cond, tile=tile, overlap=overlap, tile_batch=tile_batch, on_tiles=bar.update,
+            ).clamp(-1, 1).cpu()  # fmt: skip
 
 
 def _upscale_raster(
-    raster: io.Raster, scale: float | None, size: tuple[int, int] | None, model: LoadedModel, **kwargs: Any
-) -> np.ndarray:
-    """Model output (H, W, 3) float32 in [0, 1] for a raster; warns once when out of distribution."""
+    raster: io.Raster, scale: float | None, size: tuple[int, int] | None, model: LoadedModel, *,
+    stage: Stage | None = None, samples: int = 1, seed: int = 0, **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Model output (H, W, 3) float32 in [0, 1] for a raster, and None; for ``samples`` K > 1 the per-pixel
+    mean of K samples (seeds ``seed .. seed + K - 1``) and their std (C, H, W) float32 in [0, 1] units (C = 1
+    for grey: the std of the grey output). Warns once when out of distribution."""
+    stage = _pick_stage(model, stage)
+    check_samples(samples, stage, model.source)
     h, w = raster.rgb.shape[:2]
     out_size = output_size((h, w), scale, size)
-    check_memory(out_size, _pick_stage(model, kwargs.get("stage")), f"{w}x{h} input")  # before any work
+    check_memory(out_size, stage, f"{w}x{h} input", samples)  # before any work
     true_scale = max(out_size[0] / h, out_size[1] / w)
     if true_scale > model.scale_max + 1e-9:
         warnings.warn(
@@ -303,8 +285,13 @@ def _upscale_raster(
             stacklevel=3,
         )
     lr = torch.from_numpy(raster.rgb).permute(2, 0, 1)[None] * 2 - 1
-    sr = upscale_tensor(lr, out_size, model, **kwargs)
-    return ((sr[0] + 1) / 2).permute(1, 2, 0).numpy()
+    draws = iter_samples(lr, out_size, model, stage, seeds=range(seed, seed + samples), **kwargs)
+    if samples == 1:
+        sr, std = next(draws), None
+    else:  # running mean / std: never K canvases at once; grey: the spread of the written (channel-mean) band
+        sr, std, _ = mean_std(draws, grey_channel if raster.gray else None)
+        sr, std = sr.float().expand(-1, 3, -1, -1), (std[0] / 2).float().numpy()  # [-1, 1] -> [0, 1] units
+    return ((sr[0] + 1) / 2).permute(1, 2, 0).numpy(), std
 
 
 def upscale(
@@ -323,7 +310,9 @@ def upscale(
     bands: tuple[int, ...] | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
-) -> np.ndarray | Image.Image:
+    samples: int = 1,
+    return_std: bool = False,
+) -> np.ndarray | Image.Image | tuple[np.ndarray | Image.Image, np.ndarray]:
     """Upscales an image by any real ``scale`` >= 1, or to ``size`` = (H, W).
 
     Args:
@@ -342,11 +331,18 @@ def upscale(
         bands: 1-based bands to use (three as RGB, or one as grey); see :mod:`neurop_diff.inference.io`.
         device: ``"auto"`` (CUDA, MPS, else CPU) or a torch device.
         progress: a tqdm bar over the diffusion steps and tiles.
+        samples: K >= 1 diffusion samples, seeds ``seed, seed + 1, ..., seed + K - 1`` (sample k is exactly the
+            single sample of seed ``seed + k``); for K > 1 the result is their per-pixel mean (computed
+            running: memory does not grow with K, time is K x one sample). The operator stage needs K = 1.
+        return_std: also return the per-pixel standard deviation of the K > 1 samples (unbiased, K - 1).
 
     Returns:
         A PIL image for a PIL input (same mode family: L or RGB), else a numpy array (H, W, 3) or (H, W) in the
         input's dtype (uint8 for 8-bit images; float32 in [0, 1] for float arrays). Only the chosen bands.
+        With ``return_std``: ``(image, std)``, std float32 (H, W, 3) or (H, W) (grey) in [0, 1] image units.
     """
+    if return_std and samples < 2:
+        raise ValueError(f"return_std needs samples >= 2 (a spread), got samples={samples!r}")
     model = load_model(checkpoint, device)
     if isinstance(image, (str, Path)):
         raster = io.read_image(image, bands)
@@ -356,13 +352,14 @@ def upscale(
         raster = io.from_array(image, "array", bands)
     else:
         raise TypeError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
-    rgb = _upscale_raster(
+    rgb, std = _upscale_raster(
         raster, scale, size, model, stage=stage, steps=steps, sampler=sampler, seed=seed, tile=tile, overlap=overlap,
-        tile_batch=tile_batch, progress=progress,
+        tile_batch=tile_batch, progress=progress, samples=samples,
     )  # fmt: skip
     data = io.to_array(rgb, raster)
     arr = data[0] if raster.gray else np.ascontiguousarray(data.transpose(1, 2, 0))
-    return Image.fromarray(arr) if isinstance(image, Image.Image) else arr
+    out = Image.fromarray(arr) if isinstance(image, Image.Image) else arr
+    return (out, std[0] if raster.gray else std.transpose(1, 2, 0)) if return_std else out
 
 
 def upscale_file(
@@ -374,11 +371,22 @@ def upscale_file(
     checkpoint: Checkpoint,
     bands: tuple[int, ...] | None = None,
     device: str | torch.device = "auto",
+    std_max: float = STD_MAX,
+    report: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> Path:
     """Upscales the file ``src`` into ``dst`` in the same form (a GeoTIFF stays a GeoTIFF: same CRS and bounds,
-    scaled transform, nodata kept, input dtype). ``kwargs``: those of :func:`upscale`."""
+    scaled transform, nodata kept, input dtype). ``kwargs``: those of :func:`upscale` (but ``return_std``).
+
+    With ``samples`` K > 1, ``dst`` is the mean of the K samples and the std map goes beside it
+    (:func:`neurop_diff.inference.uncertainty.write_std`: ``<dst stem>_std.png`` colour-mapped over
+    0..``std_max`` plus ``_std.npy``, or for a GeoTIFF a float32 ``<dst stem>_std.tif``); ``report`` gets
+    its one-line summary (files, units, scale)."""
     model = load_model(checkpoint, device)
     raster = io.read_image(src, bands)
-    rgb = _upscale_raster(raster, scale, size, model, **kwargs)
-    return io.write_image(dst, rgb, raster)
+    rgb, std = _upscale_raster(raster, scale, size, model, **kwargs)
+    path = io.write_image(dst, rgb, raster)
+    if std is not None:
+        seed = int(kwargs.get("seed", 0))
+        write_std(path, std, raster, range(seed, seed + kwargs["samples"]), std_max, report)
+    return path

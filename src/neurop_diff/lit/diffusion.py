@@ -14,6 +14,7 @@ from neurop_diff.diffusion.parameterisation import LossWeighting, Prediction
 from neurop_diff.diffusion.schedule import NoiseSchedule, make_schedule, sample_gamma
 from neurop_diff.lit.base import SRTask, stepwise
 from neurop_diff.lit.operator import load_operator
+from neurop_diff.models.liif import Operator
 from neurop_diff.models.neuropdiff import (
     Condition,
     NeurOpDiff,
@@ -22,8 +23,9 @@ from neurop_diff.models.neuropdiff import (
     condition_channels,
     starting_noise,
 )
-from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
+from neurop_diff.weights.checkpoint import build_operator
+from neurop_diff.weights.checkpoint import operator_args as full_operator_args
 
 #: The authors' step decay (paper 4.1): constant 1e-4 for 100k iterations, then one value per 100k.
 AUTHORS_LR_SCHEDULE = [1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-6]
@@ -31,21 +33,25 @@ AUTHORS_LR_SCHEDULE = [1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-
 
 class DiffusionModule(SRTask):
     """Trains NeurOp-Diff (:class:`~neurop_diff.models.neuropdiff.NeurOpDiff`: a conditional UNet guided by a
-    frozen SRNO prior) on `full`-mode batches; validation/test/predict sample with the model's own `sample`.
+    frozen operator prior, SRNO or LIIF) on `full`-mode batches; validation/test/predict sample with the model's
+    own `sample`.
 
     Args:
-        operator_ckpt: OperatorModule checkpoint or the authors' SRNO weights; needed to train with an operator
-            condition. The operator's weights are stored in this module's checkpoint, so test/predict need only it.
-        operator_args: SRNO size; filled in from `operator_ckpt` (leave it unset).
+        operator_ckpt: OperatorModule checkpoint (SRNO or LIIF) or the authors' SRNO / LIIF weights; needed to
+            train with an operator condition. The operator's weights are stored in this module's checkpoint, so
+            test/predict need only it.
+        operator_args: the operator's `arch` (`srno`, `liif`; absent: srno) and size; filled in from
+            `operator_ckpt` (leave it unset).
         condition: what guides the UNet: `operator` (the operator's HR RGB output: the authors'), `bicubic`
             (bicubic-upsampled LR: SR3), `encoder` (EDSR features of the LR, bilinearly upsampled to HR),
-            `operator_features` (the operator's width-channel features before its head).
+            `operator_features` (SRNO's width-channel features before its head; not with a LIIF operator).
         prediction: what the UNet predicts: `eps` (the paper's), `x0` or `v` (Salimans & Ho 2022).
         residual: the UNet's clean target is HR - condition (the `operator` / `bicubic` conditions): the clean
             estimate is the prior plus a learnt residual; the UNet's last conv starts at zero, so an untrained x0
             (or v) model returns the prior. No effect with `eps` (see `models.neuropdiff`).
         base_channels ... dropout: the UNet (defaults: the authors', ~47.5M parameters).
-        channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU).
+        channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU; 1.15x
+            per UNet step on the 2-core CPU with the tuned allocator, 1.5x without: docs/benchmarks.md).
         schedule, timesteps, beta_start, beta_end: the noise schedule (authors: linear 1e-6..1e-2, T=2000).
         loss: `l1` (paper) or `l2` on the prediction target; loss_weighting: `none` or `min_snr` (Hang et al.
             2023, weight min(SNR, 5) in x0 terms).
@@ -70,7 +76,7 @@ class DiffusionModule(SRTask):
     def __init__(
         self,
         operator_ckpt: str | None = None,
-        operator_args: dict[str, int] | None = None,
+        operator_args: dict[str, int | str] | None = None,
         condition: Condition = "operator",
         prediction: Prediction = "eps",
         residual: bool = False,
@@ -81,7 +87,7 @@ class DiffusionModule(SRTask):
         image_size: int = 256,
         norm_groups: int = 16,
         dropout: float = 0.2,
-        channels_last: bool = False,
+        channels_last: bool = True,
         schedule: Literal["linear", "cosine"] = "linear",
         timesteps: int = 2000,
         beta_start: float = 1e-6,
@@ -101,14 +107,15 @@ class DiffusionModule(SRTask):
         super().__init__()
         if sampling_steps < 1 or sampling_steps > timesteps:
             raise ValueError(f"sampling_steps must be in [1, timesteps={timesteps}], got {sampling_steps}")
-        operator: SRNO | None = None
+        operator: Operator | None = None
         self._operator_loaded = False
         if operator_ckpt is not None and Path(operator_ckpt).is_file():
             operator, operator_args = load_operator(operator_ckpt)
             self._operator_loaded = True
         elif operator_args is not None:
             # Rebuilt from this module's own checkpoint: the weights come with its state dict.
-            operator = SRNO(**operator_args)
+            operator = build_operator(operator_args)
+            operator_args = full_operator_args(operator_args.get("arch", "srno"), operator_args)
         elif condition != "bicubic" or operator_ckpt is not None:
             raise FileNotFoundError(
                 f"operator checkpoint not found: {operator_ckpt!r} (model.init_args.operator_ckpt). The "
@@ -152,7 +159,7 @@ class DiffusionModule(SRTask):
         return self.model.unet
 
     @property
-    def operator(self) -> SRNO | None:
+    def operator(self) -> Operator | None:
         return self.model.operator
 
     @property

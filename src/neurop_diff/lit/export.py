@@ -1,9 +1,10 @@
 """`neurop-diff import-weights`: the authors' files as neurop-diff (Lightning) checkpoints.
 
-An SRNO file becomes an OperatorModule checkpoint; a NeurOp-Diff training checkpoint a DiffusionModule
-checkpoint with the authors' UNet configuration (condition `operator`). Both load with `--ckpt_path`, with
-`*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`. The conversion itself is
-`neurop_diff.weights.export` (no Lightning there); this builds the modules and writes the file.
+An SRNO or LIIF file becomes an OperatorModule checkpoint (arch `srno` / `liif`); a NeurOp-Diff training
+checkpoint a DiffusionModule checkpoint with the authors' UNet configuration (condition `operator`). Both load
+with `--ckpt_path`, with `*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`. The
+conversion itself is `neurop_diff.weights.export` (no Lightning there); this builds the modules and writes the
+file.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ def import_weights(source: str | Path, out: str | Path, use_ema: bool = True) ->
     out = Path(out)
     weights = read_authors_weights(source, use_ema=use_ema)
     if weights.kind == "neuropdiff":
-        module: L.LightningModule = DiffusionModule(operator_args=weights.srno_args, condition="operator")
+        module: L.LightningModule = DiffusionModule(operator_args=weights.operator_args, condition="operator")
         module.unet.load_state_dict(weights.unet)
-        module.operator.load_state_dict(weights.srno)
-    else:
-        module = OperatorModule(**weights.srno_args)
-        module.model.load_state_dict(weights.srno)
+        module.operator.load_state_dict(weights.operator)
+    else:  # SRNO or LIIF: an OperatorModule of that arch
+        module = OperatorModule(**weights.operator_args)
+        module.model.load_state_dict(weights.operator)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(lightning_checkpoint(module), tmp)

@@ -1,9 +1,10 @@
-"""OperatorModule: trains the SRNO neural operator on LR patches at continuously sampled scales."""
+"""OperatorModule: trains a neural operator (SRNO, or LIIF for comparison) on LR patches at continuously
+sampled scales."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,39 +12,57 @@ from torch import Tensor
 
 from neurop_diff.data.degradation import make_cell, make_coord
 from neurop_diff.lit.base import SRTask, warmup_cosine
-from neurop_diff.models.operator import SRNO
-from neurop_diff.weights import SRNO_ARGS, SRNO_DEFAULTS, load_operator, load_srno_weights
+from neurop_diff.weights import (
+    LIIF_ARGS,
+    LIIF_DEFAULTS,
+    SRNO_ARGS,
+    SRNO_DEFAULTS,
+    build_operator,
+    load_liif_weights,
+    load_operator,
+    load_srno_weights,
+    operator_args,
+)
 
-__all__ = ["SRNO_ARGS", "SRNO_DEFAULTS", "OperatorModule", "load_operator"]
+__all__ = ["LIIF_ARGS", "SRNO_ARGS", "SRNO_DEFAULTS", "Arch", "OperatorModule", "load_operator"]
+
+Arch = Literal["srno", "liif"]
 
 
 class OperatorModule(SRTask):
-    """SRNO (EDSR encoder + Galerkin attention) trained with L1 in [-1, 1] on `patch`-mode batches.
+    """A neural operator trained with L1 in [-1, 1] on `patch`-mode batches: SRNO (EDSR encoder + Galerkin
+    attention, the paper's) or LIIF (EDSR encoder + local implicit MLP, the paper's Table 4 comparator).
 
     Args:
-        encoder_blocks, encoder_width, width, blocks, heads, head_width: SRNO size (defaults: the authors').
+        arch: `srno` or `liif` (`models/operator.py`, `models/liif.py`); checkpoints without it are SRNO.
+        encoder_blocks, encoder_width: the EDSR-baseline encoder of either arch (defaults: the authors').
+        width, blocks, heads, head_width: SRNO's size (arch `srno` only).
+        mlp_width, mlp_depth: LIIF's MLP hidden width and hidden layers (arch `liif` only; 256, 4).
         sample_q: HR pixels per item used as the training quadrature set and loss points (LIIF/SRNO); None or
             0 uses the whole HR crop.
         lr: peak learning rate (Adam); warm-up starts at lr / 10 (SRNO's x10 warm-up).
         warmup_fraction: fraction of the total optimizer steps spent warming up (SRNO: 50 of 1000 epochs).
         weight_decay: Adam weight decay.
         chunk_size: query points evaluated at once at validation/test/predict (exact; bounds memory).
-        weights: optional path to the authors' SRNO weights (`srno_weight.pth` or an SRNO `epoch-*.pth`)
-            loaded at construction.
+        weights: optional path to the authors' weights of `arch` loaded at construction: SRNO
+            (`srno_weight.pth` or an SRNO `epoch-*.pth`) or LIIF (`edsr-baseline-liif.pth`).
         seed: seeds the training random stream (the point subsets), per rank and batch (see `SRTask`).
     """
 
     #: Hyper-parameters that set parameter shapes (a checkpoint's value is kept; another one is an error).
-    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(SRNO_ARGS)
+    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(("arch", *SRNO_ARGS, *LIIF_ARGS))
 
     def __init__(
         self,
+        arch: Arch = "srno",
         encoder_blocks: int = SRNO_DEFAULTS["encoder_blocks"],
         encoder_width: int = SRNO_DEFAULTS["encoder_width"],
         width: int = SRNO_DEFAULTS["width"],
         blocks: int = SRNO_DEFAULTS["blocks"],
         heads: int = SRNO_DEFAULTS["heads"],
         head_width: int = SRNO_DEFAULTS["head_width"],
+        mlp_width: int = LIIF_DEFAULTS["mlp_width"],
+        mlp_depth: int = LIIF_DEFAULTS["mlp_depth"],
         sample_q: int | None = 2304,
         lr: float = 4e-4,
         warmup_fraction: float = 0.05,
@@ -58,9 +77,9 @@ class OperatorModule(SRTask):
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
         self.save_hyperparameters()
-        self.model = SRNO(**{k: self.hparams[k] for k in SRNO_ARGS})
+        self.model = build_operator(operator_args(arch, self.hparams))
         if weights is not None:
-            load_srno_weights(self.model, weights)
+            (load_liif_weights if arch == "liif" else load_srno_weights)(self.model, weights)
 
     def forward(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
         """SR image (B,3,H,W) float32 in about [-1,1] from an LR image (B,3,h,w) in [-1,1].
@@ -96,6 +115,11 @@ class OperatorModule(SRTask):
 
     def super_resolve(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         return {"operator": self(batch["lr"], tuple(batch["hr"].shape[-2:]))}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Checkpoints made before LIIF was added record no arch: they are SRNO (named in a loading error).
+        self._loading_hparams.setdefault("arch", "srno")
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

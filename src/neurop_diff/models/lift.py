@@ -3,7 +3,9 @@
 Each query point takes its 4 nearest LR features (one per diagonal shift, in the reference's loop order: y
 shift outer), weights each by the area of the diagonally opposite rectangle, and concatenates its coordinates
 relative to each (in LR pixels), the 4 weighted features and the relative cell; one ``Linear`` maps that to
-``width`` channels. Shared by the reference forward (``SRNO.reference``) and the chunked evaluator.
+``width`` channels. Shared by the reference forward (``SRNO.reference``) and the chunked evaluator; the
+neighbour lookup (``lr_grid``, ``neighbours``: the 4 shifts, relative coordinates, swapped area weights) is
+also LIIF's (``models/liif.py``), which weights predictions instead of features.
 """
 
 from __future__ import annotations
@@ -46,11 +48,18 @@ class Neighbours(NamedTuple):
 
 def lr_features(feat: Tensor, cell: Tensor, lift: nn.Linear) -> LRFeatures:
     """``feat`` (B, C, h, w) and ``cell`` (B, 2) (HR pixel size in [-1, 1] units) ready for point lookups."""
-    b, c, h, w = feat.shape
+    c = feat.shape[1]
     if 4 * (c + 2) + 2 != lift.in_features:
         raise ValueError(f"SRNO: feat has {c} channels, the lift expects {(lift.in_features - 2) // 4 - 2}")
+    return lr_grid(feat, cell)
+
+
+def lr_grid(feat: Tensor, cell: Tensor) -> LRFeatures:
+    """Any per-LR-pixel map ``feat`` (B, C, h, w) as the rows that :func:`neighbours` indexes, with ``cell``
+    (B, 2); shared by SRNO's lift and LIIF (whose rows are its first MLP layer at every LR pixel)."""
+    b, c, h, w = feat.shape
     if h * w >= 2**24:
-        raise ValueError(f"SRNO: LR feature map {h}x{w} too large (index map limited to 2**24 pixels)")
+        raise ValueError(f"LR feature map {h}x{w} too large (index map limited to 2**24 pixels)")
     dev = feat.device
     return LRFeatures(
         h=h,

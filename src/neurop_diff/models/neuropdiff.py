@@ -37,6 +37,7 @@ from neurop_diff.diffusion.sampling import ddim_sample, ddpm_sample, start_level
 from neurop_diff.diffusion.schedule import NoiseSchedule, q_sample
 from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
 
+from .liif import Operator
 from .operator import SRNO
 from .unet import UNet
 
@@ -58,7 +59,7 @@ Spacing = Literal["uniform", "quadratic", "karras"]
 RESIDUAL_CONDITIONS = ("operator", "bicubic")
 
 
-def condition_channels(condition: str, operator: SRNO | None) -> int:
+def condition_channels(condition: str, operator: Operator | None) -> int:
     """Channels the condition adds to the UNet input (x_t has 3)."""
     if condition in ("operator", "bicubic"):
         return 3
@@ -67,6 +68,13 @@ def condition_channels(condition: str, operator: SRNO | None) -> int:
     if condition == "encoder":
         return operator.encoder.n_feats
     if condition == "operator_features":
+        if not isinstance(operator, SRNO):
+            arch = getattr(operator, "arch", type(operator).__name__)
+            raise ValueError(
+                f"the 'operator_features' condition needs SRNO's width-channel features before its head; the "
+                f"operator is {type(operator).__name__} (arch {arch!r}), which has none: use the condition "
+                "'operator', 'encoder' or 'bicubic' with it, or an SRNO operator"
+            )
         return operator.width
     raise ValueError(f"unknown condition {condition!r}; expected one of {Condition.__args__}")
 
@@ -84,7 +92,8 @@ class NeurOpDiff(nn.Module):
     Args:
         unet: the denoiser; input channels ``3 + condition_channels(condition, operator)``.
         schedule: the discrete noise schedule (``diffusion.schedule.make_schedule``).
-        operator: the frozen SRNO (None only for ``condition='bicubic'``); kept in eval mode without gradients.
+        operator: the frozen operator, SRNO or LIIF (None only for ``condition='bicubic'``); kept in eval mode
+            without gradients. ``operator_features`` needs an SRNO.
         condition: ``operator`` (its HR RGB output, the authors'), ``bicubic`` (SR3), ``encoder`` (EDSR features
             bilinearly upsampled), ``operator_features`` (the operator's features before its head).
         prediction: what the UNet predicts: ``eps`` (paper), ``x0`` or ``v``.
@@ -98,7 +107,7 @@ class NeurOpDiff(nn.Module):
         self,
         unet: UNet,
         schedule: NoiseSchedule,
-        operator: SRNO | None = None,
+        operator: Operator | None = None,
         *,
         condition: Condition = "operator",
         prediction: Prediction = "eps",
@@ -195,7 +204,7 @@ class NeurOpDiff(nn.Module):
         per_item = err.flatten(1).mean(1)
         return (per_item * loss_weight(self.prediction, gamma, weighting).to(per_item)).mean()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(
         self,
         lr: Tensor,

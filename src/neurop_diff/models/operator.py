@@ -12,24 +12,21 @@ on CPU that is about twice as fast as ``conv2d`` with 1x1 kernels (measured: 96 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from neurop_diff.coords import make_coord
 
 from .chunked import Output, evaluate
 from .encoder import EDSREncoder
 from .galerkin import GalerkinBlock
 from .lift import lift_direct, lr_features, neighbours
-
-# chunk_size="auto": all points at once up to this many (B * H * W), else chunks of this many per batch.
-AUTO_FULL_POINTS = 2**18
-AUTO_CHUNK_POINTS = 2**13
-
-ChunkSize = int | Literal["auto"] | None
+from .query import (
+    ChunkSize,
+    batch_cell,
+    check_image,
+    query_grid,
+    resolve_chunk,
+)
 
 
 class SRNO(nn.Module):
@@ -72,7 +69,7 @@ class SRNO(nn.Module):
         ``coord`` (B, H, W, 2) / (H, W, 2) with ``cell`` (default ``(2/H, 2/W)``).
 
         ``chunk_size``: None evaluates all points at once; an int evaluates exactly in chunks of that many
-        points per image (memory bounded by the chunk); "auto" chunks (``AUTO_CHUNK_POINTS``) only when
+        points per image (memory bounded by the chunk); "auto" chunks (``models.query.AUTO_CHUNK_POINTS``) only when
         B*H*W > ``AUTO_FULL_POINTS``.
         """
         return self._grid(lr, size, coord, cell, chunk_size, "rgb")
@@ -83,7 +80,7 @@ class SRNO(nn.Module):
 
     def encode(self, lr: Tensor) -> Tensor:
         """LR image (B, 3, h, w) in [-1, 1] -> features (B, encoder_width, h, w)."""
-        _check_image(lr)
+        check_image(lr)
         return self.encoder(lr)
 
     def query(
@@ -93,7 +90,7 @@ class SRNO(nn.Module):
         (2,) (HR pixel size in [-1, 1] units); the attention quadrature runs over exactly these N points."""
         if coord.dim() != 3 or coord.shape[-1] != 2 or coord.shape[0] != feat.shape[0]:
             raise ValueError(f"SRNO.query: coord must be (B={feat.shape[0]}, N, 2), got {tuple(coord.shape)}")
-        return self._points(feat, lr, coord, _batch_cell(cell, coord.shape[0], coord), chunk_size, "rgb")
+        return self._points(feat, lr, coord, batch_cell(cell, coord.shape[0], coord), chunk_size, "rgb")
 
     def reference(
         self, feat: Tensor, lr: Tensor, coord: Tensor, cell: Tensor, output: Output = "rgb"
@@ -115,66 +112,14 @@ class SRNO(nn.Module):
 
     def _points(self, feat, lr, coord, cell, chunk_size: ChunkSize, output: Output) -> Tensor:
         """Training (autograd, no chunking): the reference pass; otherwise the exact chunked evaluator."""
-        chunk = _resolve_chunk(chunk_size, *coord.shape[:2])
+        chunk = resolve_chunk(chunk_size, *coord.shape[:2])
         if chunk is None and torch.is_grad_enabled():
             return self.reference(feat, lr, coord, cell, output)
         return evaluate(self, feat, lr, coord, cell, chunk=chunk, output=output)
 
     def _grid(self, lr, size, coord, cell, chunk_size: ChunkSize, output: Output) -> Tensor:
-        coord, cell = _query_grid(lr, size, coord, cell)
+        coord, cell = query_grid(lr, size, coord, cell)
         b, h, w, _ = coord.shape
-        _resolve_chunk(chunk_size, b, h * w)  # a bad chunk_size fails before the encoder runs
+        resolve_chunk(chunk_size, b, h * w)  # a bad chunk_size fails before the encoder runs
         out = self._points(self.encode(lr), lr, coord.reshape(b, h * w, 2), cell, chunk_size, output)
         return out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
-
-
-def _query_grid(lr: Tensor, size, coord: Tensor | None, cell: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``coord`` (B, H, W, 2) (default: the pixel centres of ``size``) and ``cell`` (B, 2) of a grid query."""
-    _check_image(lr)
-    b = lr.shape[0]
-    if coord is None:
-        if size is None:
-            raise ValueError("SRNO: give either size=(H, W) or coord=(B, H, W, 2)")
-        hh, ww = _check_size(size)
-        coord = make_coord((hh, ww), lr.device, lr.dtype).expand(b, hh, ww, 2)
-    else:
-        if coord.dim() == 3:
-            coord = coord.unsqueeze(0).expand(b, *coord.shape)
-        if coord.dim() != 4 or coord.shape[-1] != 2 or coord.shape[0] != b:
-            raise ValueError(f"SRNO: coord must be (B={b}, H, W, 2) or (H, W, 2), got {tuple(coord.shape)}")
-        hh, ww = coord.shape[1:3]
-        if size is not None and tuple(size) != (hh, ww):
-            raise ValueError(f"SRNO: size {tuple(size)} does not match coord grid {(hh, ww)}")
-    if cell is None:
-        cell = torch.tensor([2.0 / hh, 2.0 / ww], device=lr.device, dtype=lr.dtype)
-    return coord, _batch_cell(cell, b, coord)
-
-
-def _check_image(lr: Tensor) -> None:
-    if lr.dim() != 4 or lr.shape[1] != 3:
-        raise ValueError(f"SRNO: expected an LR image (B, 3, h, w) in [-1, 1], got shape {tuple(lr.shape)}")
-
-
-def _check_size(size) -> tuple[int, int]:
-    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-        raise ValueError(f"SRNO: size must be two positive ints (H, W), got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def _batch_cell(cell: Tensor, b: int, like: Tensor) -> Tensor:
-    cell = torch.as_tensor(cell, device=like.device, dtype=like.dtype)
-    if cell.shape == (2,):
-        cell = cell.expand(b, 2)
-    if cell.shape != (b, 2):
-        raise ValueError(f"SRNO: cell must be (2,) or (B={b}, 2), got {tuple(cell.shape)}")
-    return cell
-
-
-def _resolve_chunk(chunk_size: ChunkSize, b: int, n: int) -> int | None:
-    if chunk_size == "auto":
-        return None if b * n <= AUTO_FULL_POINTS else max(1, AUTO_CHUNK_POINTS // b)
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"SRNO: chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
-    return chunk_size

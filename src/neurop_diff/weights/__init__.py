@@ -1,13 +1,24 @@
 """Checkpoint files and the authors' published weights (plain tensors only: read with ``weights_only=True``)."""
 
 from .checkpoint import (
+    ARCHS,
     STAGES,
     CheckpointError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
+    build_operator,
     checkpoint_kind,
     load_operator,
+    operator_args,
     read_checkpoint,
+)
+from .liif import (
+    LIIF_ARGS,
+    LIIF_DEFAULTS,
+    convert_liif_state_dict,
+    extract_liif_state_dict,
+    liif_args_from_state_dict,
+    load_liif_weights,
 )
 from .srno import (
     SRNO_ARGS,
@@ -22,18 +33,27 @@ from .srno import (
 load_checkpoint_file = read_checkpoint
 
 __all__ = [
+    "ARCHS",
+    "LIIF_ARGS",
+    "LIIF_DEFAULTS",
     "SRNO_ARGS",
     "SRNO_DEFAULTS",
     "STAGES",
     "CheckpointError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
+    "build_operator",
     "checkpoint_kind",
+    "convert_liif_state_dict",
     "convert_srno_state_dict",
+    "extract_liif_state_dict",
     "extract_srno_state_dict",
+    "liif_args_from_state_dict",
     "load_checkpoint_file",
+    "load_liif_weights",
     "load_operator",
     "load_srno_weights",
+    "operator_args",
     "read_checkpoint",
     "srno_args_from_state_dict",
 ]

@@ -5,8 +5,10 @@
   only peeks (``mmap=True``, zip-format files). Errors name the file and say which of two things is wrong:
   "not a checkpoint: truncated or corrupt" or "holds Python objects, refused: would execute code".
 * :func:`checkpoint_kind` tells what a loaded file is: an ``OperatorModule`` or ``DiffusionModule`` training
-  checkpoint, the authors' SRNO weights (``"srno"``) or a NeurOp-Diff training checkpoint (``"neuropdiff"``).
-* :func:`load_operator` builds the frozen SRNO of an OperatorModule checkpoint or of the authors' weights.
+  checkpoint, the authors' SRNO or LIIF weights (``"srno"``, ``"liif"``) or a NeurOp-Diff training checkpoint
+  (``"neuropdiff"``).
+* :func:`load_operator` builds the frozen operator (SRNO or LIIF) of an OperatorModule checkpoint or of the
+  authors' weights; :func:`build_operator` the operator of recorded ``operator_args`` (``arch`` and sizes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from typing import Any
 
 import torch
 
+from neurop_diff.models.liif import LIIF, Operator
 from neurop_diff.models.operator import SRNO
+from neurop_diff.weights.liif import (
+    LIIF_ARGS,
+    LIIF_DEFAULTS,
+    extract_liif_state_dict,
+    is_liif_checkpoint,
+    liif_args_from_state_dict,
+    load_liif_weights,
+)
 from neurop_diff.weights.srno import (
     SRNO_ARGS,
     SRNO_DEFAULTS,
@@ -31,14 +42,23 @@ from neurop_diff.weights.srno import (
 )
 
 __all__ = [
+    "ARCHS",
     "STAGES",
     "CheckpointError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
+    "build_operator",
     "checkpoint_kind",
     "load_operator",
+    "operator_args",
     "read_checkpoint",
 ]
+
+#: The operator architectures (``arch``): class, size arguments, their defaults.
+ARCHS: dict[str, tuple[type[Operator], tuple[str, ...], dict[str, int]]] = {
+    "srno": (SRNO, SRNO_ARGS, SRNO_DEFAULTS),
+    "liif": (LIIF, LIIF_ARGS, LIIF_DEFAULTS),
+}
 
 #: What each training checkpoint is, for error messages.
 STAGES = {
@@ -105,15 +125,15 @@ def _corrupt(path: Path, err: BaseException) -> CorruptCheckpointError:
 def checkpoint_kind(obj: Any) -> str | None:
     """What a loaded checkpoint holds: ``"OperatorModule"`` / ``"DiffusionModule"`` (a neurop-diff training
     checkpoint: from the recorded class, else the parameter names), ``"neuropdiff"`` (the authors' NeurOp-Diff
-    list ``[model_state, optimizer_state, epoch, step, ema_shadow]``), ``"srno"`` (any other dict: the authors'
-    SRNO weights, checked when loaded), or None."""
+    list ``[model_state, optimizer_state, epoch, step, ema_shadow]``), ``"liif"`` (the LIIF authors' weights),
+    ``"srno"`` (any other dict: the authors' SRNO weights, checked when loaded), or None."""
     if isinstance(obj, (list, tuple)):
         return "neuropdiff" if obj and isinstance(obj[0], Mapping) else None
     if not isinstance(obj, Mapping):
         return None
     sd = obj.get("state_dict")
     if not isinstance(sd, Mapping):
-        return "srno"
+        return "liif" if is_liif_checkpoint(obj) else "srno"
     hp = obj.get("hyper_parameters")
     class_path = hp.get("_class_path") if isinstance(hp, Mapping) else None
     if isinstance(class_path, str):
@@ -135,9 +155,37 @@ def stage_hint(kind: str | None, expected: str) -> str:
     )
 
 
-def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[SRNO, dict[str, int]]:
-    """The trained operator of an OperatorModule checkpoint or of the authors' SRNO weights (a file or a
-    loaded dict): the SRNO (eval mode, frozen, on the CPU) and its constructor arguments.
+def operator_args(arch: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"arch": arch, <its size arguments>}``: ``values``' entries for ``arch``, its defaults for the rest."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown operator arch {arch!r}; expected one of {sorted(ARCHS)}")
+    _, names, defaults = ARCHS[arch]
+    return {"arch": arch, **defaults, **{k: int(values[k]) for k in names if k in values}}
+
+
+def build_operator(args: Mapping[str, Any]) -> Operator:
+    """The operator of ``args`` (``{"arch": "srno" | "liif", sizes...}``; without ``arch``: SRNO, as recorded
+    before LIIF was added), freshly initialised.
+
+    Raises:
+        ValueError: an unknown ``arch``, or a size argument that the arch does not take.
+    """
+    arch = args.get("arch", "srno")
+    full = operator_args(arch, args)
+    unknown = sorted(set(args) - set(full))
+    if unknown:
+        raise ValueError(
+            f"operator_args {unknown} are not sizes of the {arch} operator (arch {arch!r} takes "
+            f"{list(ARCHS[arch][1])})"
+        )
+    cls = ARCHS[arch][0]
+    return cls(**{k: v for k, v in full.items() if k != "arch"})
+
+
+def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[Operator, dict[str, Any]]:
+    """The trained operator of an OperatorModule checkpoint (SRNO or LIIF) or of the authors' SRNO or LIIF
+    weights (a file or a loaded dict): the operator (eval mode, frozen, on the CPU) and its ``operator_args``
+    (``arch`` and sizes: :func:`build_operator` rebuilds it).
 
     Raises:
         CheckpointError: the file cannot be read (see :func:`read_checkpoint`).
@@ -149,22 +197,30 @@ def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[SRNO, 
     kind = checkpoint_kind(obj)
     if kind == "OperatorModule":
         hp = obj.get("hyper_parameters") or {}
-        args = {k: int(hp[k]) for k in SRNO_ARGS if k in hp}
-        model = SRNO(**args)
+        args = operator_args(hp.get("arch", "srno"), hp)  # no arch: made before LIIF was added, an SRNO
+        model = build_operator(args)
         sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         try:
             model.load_state_dict(sd)  # strict: torch names missing, unexpected and mis-shaped parameters
         except RuntimeError as err:
-            raise ValueError(f"{where} does not fit the operator architecture it records: {err}") from err
+            raise ValueError(
+                f"{where} does not fit the operator architecture it records (arch {args['arch']!r}): {err}"
+            ) from err
     elif kind == "srno":
-        args = srno_args_from_state_dict(extract_srno_state_dict(obj))
-        model = load_srno_weights(SRNO(**args), obj)
+        args = operator_args("srno", srno_args_from_state_dict(extract_srno_state_dict(obj)))
+        model = load_srno_weights(build_operator(args), obj)
+    elif kind == "liif":
+        try:
+            args = operator_args("liif", liif_args_from_state_dict(extract_liif_state_dict(obj)))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        model = load_liif_weights(build_operator(args), obj)
     else:
         what = {"DiffusionModule": "diffusion (DiffusionModule)", "neuropdiff": "NeurOp-Diff (authors')"}
         raise ValueError(
             f"{where} is a {what.get(kind, 'unknown')} checkpoint; an operator checkpoint (OperatorModule, "
-            "from `neurop-diff fit --config configs/operator.yaml`, or the authors' SRNO weights) is expected "
-            "here"
+            "from `neurop-diff fit --config configs/operator.yaml`, or the authors' SRNO / LIIF weights) is "
+            "expected here"
             + (
                 "; convert the authors' file with `neurop-diff import-weights`"
                 if kind == "neuropdiff"
@@ -172,4 +228,4 @@ def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[SRNO, 
             )
         )
     model.eval().requires_grad_(False)
-    return model, {**SRNO_DEFAULTS, **args}
+    return model, args

@@ -32,21 +32,28 @@ _DROPPED = re.compile(r"encoder\.(sub_mean|add_mean)\.")
 _PREFIXES = ("module.", "srno.")
 _BLOCK_PARTS = {"qkv_proj": "qkv", "o_proj1": "proj1", "o_proj2": "proj2", "kln": "k_norm", "vln": "v_norm"}
 # (authors' pattern, our template) and the inverse, for the names in error messages.
-_RULES = [
+#: The EDSR-baseline encoder's names, shared with LIIF's import (``weights/liif.py``).
+ENCODER_RULES = [
     (r"encoder\.head\.0\.(\w+)", r"encoder.head.\1"),
     (r"encoder\.body\.(\d+)\.body\.0\.(\w+)", r"encoder.blocks.\1.conv1.\2"),
     (r"encoder\.body\.(\d+)\.body\.2\.(\w+)", r"encoder.blocks.\1.conv2.\2"),
     (r"encoder\.body\.(\d+)\.(weight|bias)", r"encoder.body_conv.\2"),
+]
+ENCODER_INVERSE = [
+    (r"encoder\.head\.(\w+)", r"encoder.head.0.\1"),
+    (r"encoder\.blocks\.(\d+)\.conv1\.(\w+)", r"encoder.body.\1.body.0.\2"),
+    (r"encoder\.blocks\.(\d+)\.conv2\.(\w+)", r"encoder.body.\1.body.2.\2"),
+    (r"encoder\.body_conv\.(\w+)", r"encoder.body.<n_resblocks>.\1"),
+]
+_RULES = [
+    *ENCODER_RULES,
     (r"conv00\.(\w+)", r"lift.\1"),
     *((rf"conv(\d+)\.{a}\.(\w+)", rf"blocks.\1.{o}.\2") for a, o in _BLOCK_PARTS.items()),
     (r"fc1\.(\w+)", r"head.0.\1"),
     (r"fc2\.(\w+)", r"head.2.\1"),
 ]
 _INVERSE = [
-    (r"encoder\.head\.(\w+)", r"encoder.head.0.\1"),
-    (r"encoder\.blocks\.(\d+)\.conv1\.(\w+)", r"encoder.body.\1.body.0.\2"),
-    (r"encoder\.blocks\.(\d+)\.conv2\.(\w+)", r"encoder.body.\1.body.2.\2"),
-    (r"encoder\.body_conv\.(\w+)", r"encoder.body.<n_resblocks>.\1"),
+    *ENCODER_INVERSE,
     (r"lift\.(\w+)", r"conv00.\1"),
     *((rf"blocks\.(\d+)\.{o}\.(\w+)", rf"conv\1.{a}.\2") for a, o in _BLOCK_PARTS.items()),
     (r"head\.0\.(\w+)", r"fc1.\1"),
@@ -120,6 +127,23 @@ def convert_srno_state_dict(sd: Mapping[str, Tensor], *, model: nn.Module | None
     if model is None:
         with torch.device("meta"):
             model = SRNO(**srno_args_from_state_dict(sd))
+    return convert_state_dict(sd, model, _RULES, _INVERSE, "SRNO")
+
+
+def convert_state_dict(
+    sd: Mapping[str, Tensor],
+    model: nn.Module,
+    rules: list[tuple[str, str]],
+    inverse: list[tuple[str, str]],
+    what: str,
+) -> dict[str, Tensor]:
+    """The authors' ``sd`` renamed by ``rules`` (pattern, template) and checked strictly against ``model``'s
+    names and shapes (1x1 convs become ``Linear`` weights); errors name the authors' keys (``inverse``).
+
+    Raises:
+        ValueError: ``"<what> state dict does not fit the model: "`` and every missing and unexpected key and
+            shape mismatch (both shapes).
+    """
     expected = {k: v.shape for k, v in model.state_dict().items()}
     n_res = str(len(getattr(getattr(model, "encoder", None), "blocks", ())))
     out: dict[str, Tensor] = {}
@@ -128,7 +152,7 @@ def convert_srno_state_dict(sd: Mapping[str, Tensor], *, model: nn.Module | None
         name = _strip(key)
         if _DROPPED.match(name):
             continue
-        ours = _rename(name, _RULES)
+        ours = _rename(name, rules)
         if ours is not None and ours.startswith("encoder.body_conv.") and name.split(".")[2] != n_res:
             ours = None  # the body conv sits right after the model's ResBlocks: encoder.body.<n_resblocks>
         if ours is None or ours not in expected or ours in seen:
@@ -139,12 +163,12 @@ def convert_srno_state_dict(sd: Mapping[str, Tensor], *, model: nn.Module | None
         if len(want) == 2 and tensor.dim() == 4 and tensor.shape[2:] == (1, 1):
             tensor = tensor.reshape(tensor.shape[:2])  # 1x1 conv -> Linear
         if tuple(tensor.shape) != tuple(want):
-            theirs = tuple(want) + ((1, 1) if len(want) == 2 and name.endswith(".weight") else ())
+            theirs = tuple(want) + ((1, 1) if len(want) == 2 and sd[key].dim() == 4 else ())
             mismatched.append(f"{key}: checkpoint {tuple(sd[key].shape)}, model expects {theirs}")
             continue
         out[ours] = tensor
     missing = [
-        f"{(_rename(k, _INVERSE) or k).replace('<n_resblocks>', n_res)} (ours: {k})"
+        f"{(_rename(k, inverse) or k).replace('<n_resblocks>', n_res)} (ours: {k})"
         for k in expected
         if k not in seen
     ]
@@ -158,7 +182,7 @@ def convert_srno_state_dict(sd: Mapping[str, Tensor], *, model: nn.Module | None
             ]
             if items
         ]
-        raise ValueError("SRNO state dict does not fit the model: " + " | ".join(parts))
+        raise ValueError(f"{what} state dict does not fit the model: " + " | ".join(parts))
     return out
 
 
