@@ -232,3 +232,16 @@ def test_output_names():
     assert output_name(Path("x/scene.tif"), 4.0, None) == "scene_x4.tif"
     assert output_name(Path("scene.jpeg"), 2.5, None) == "scene_x2.5.jpeg"
     assert output_name(Path("scene.png"), None, (100, 80)) == "scene_100x80.png"
+
+
+def test_sampling_precision_per_device():
+    """The UNet samples in float32 on CPU (bf16 is slower there) and under bf16 autocast on capable GPUs."""
+    from neurop_diff.inference.device import sampling_autocast
+
+    with sampling_autocast(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        with sampling_autocast(torch.device("cuda")):
+            x = torch.ones(2, 2, device="cuda")
+            assert (x @ x).dtype == torch.bfloat16

@@ -27,6 +27,7 @@ from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpo
 
 EXTRA_COMMANDS = {
     "import-weights": "convert the authors' SRNO / LIIF / NeurOp-Diff weights into a neurop-diff checkpoint",
+    "experiment": "run one paper table's experiment set (fit, test, compare): configs/experiments/",
     "upscale": "upscale images or GeoTIFF scenes at any scale with a checkpoint of either stage",
     "compare": "compare the test results of several runs (and the paper's numbers) in one table and figure",
 }
@@ -319,6 +320,12 @@ def _compare(argv: list[str]) -> None:
     compare_main(argv, resolve_mode=resolve_mode)
 
 
+def _experiment(argv: list[str]) -> None:
+    from neurop_diff.experiments import experiment_main
+
+    experiment_main(argv)
+
+
 def _is_user_error(err: BaseException) -> bool:
     """Errors whose message says what to do (a file, a value, what was expected): one line, no traceback."""
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
@@ -337,7 +344,9 @@ def main(args: list[str] | None = None) -> None:
     tune_cpu_allocator()
     try:
         if argv and argv[0] in EXTRA_COMMANDS:
-            {"import-weights": _import_weights, "upscale": _upscale, "compare": _compare}[argv[0]](argv[1:])
+            commands = {"import-weights": _import_weights, "upscale": _upscale, "compare": _compare,
+                        "experiment": _experiment}  # fmt: skip
+            commands[argv[0]](argv[1:])
             return
         if argv and argv[0] in ("-h", "--help"):
             extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())

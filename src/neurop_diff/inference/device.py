@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "sampling_autocast"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,3 +41,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def sampling_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The UNet's precision when sampling on ``device``: bf16 autocast on CUDA GPUs that support it (the
+    sampler's state and the operator prior stay float32), float32 elsewhere (bf16 is slower on CPU and fp16
+    can overflow the UNet's activations)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

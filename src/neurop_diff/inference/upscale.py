@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from neurop_diff.diffusion.tiling import plan_tiles
 from neurop_diff.inference import io
-from neurop_diff.inference.device import resolve_device
+from neurop_diff.inference.device import resolve_device, sampling_autocast
 from neurop_diff.inference.ensemble import mean_std
 from neurop_diff.inference.memory import check_memory
 from neurop_diff.inference.uncertainty import STD_MAX, check_samples, grey_channel, write_std
@@ -258,10 +258,22 @@ def iter_samples(
     with bar:
         cond = method.condition(lr, tuple(size), with_prior=False)  # once, not once per sample
         for seed in seeds:
-            yield method.sample(
-                lr, tuple(size), steps=steps, eta=float(hp.eta), sampler=sampler, spacing=hp.spacing, seed=seed,
-                condition=cond, tile=tile, overlap=overlap, tile_batch=tile_batch, on_tiles=bar.update,
-            ).clamp(-1, 1).cpu()  # fmt: skip
+            with sampling_autocast(lr.device):
+                sample = method.sample(
+                    lr,
+                    tuple(size),
+                    steps=steps,
+                    eta=float(hp.eta),
+                    sampler=sampler,
+                    spacing=hp.spacing,
+                    seed=seed,
+                    condition=cond,
+                    tile=tile,
+                    overlap=overlap,
+                    tile_batch=tile_batch,
+                    on_tiles=bar.update,
+                )
+            yield sample.float().clamp(-1, 1).cpu()
 
 
 def _upscale_raster(
