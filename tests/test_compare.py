@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -418,7 +419,12 @@ def test_wandb_offline_table(tmp_path, two_runs, monkeypatch):
     rows = {r[0]: r for r in psnr["data"]}
     assert rows["operator (srno)"][3:] == [31.2, 29.3, 26.4, 22.5, "2;2.5;9"]
     assert rows["bicubic"][3:7] == [30.0, 28.0, 25.0, 21.0]
-    assert b"my-project" in next(runs[0].glob("run-*.wandb")).read_bytes()
+    # The run record is written by wandb's service process, which may still be flushing after finish().
+    deadline, record = time.monotonic() + 30, b""
+    while b"my-project" not in record and time.monotonic() < deadline:
+        time.sleep(0.2)
+        record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"my-project" in record
 
 
 def test_cli_paper_block_follows_the_runs_dataset(two_runs, tmp_path, capsys):

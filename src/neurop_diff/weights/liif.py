@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..models.liif import LIIF
-from .srno import ENCODER_INVERSE, ENCODER_RULES, _strip, convert_state_dict
+from .srno import ENCODER_INVERSE, ENCODER_RULES, _strip, convert_state_dict, load_weights
 
 __all__ = [
     "LIIF_ARGS",
@@ -157,16 +157,4 @@ def convert_liif_state_dict(sd: Mapping[str, Tensor], *, model: LIIF | None = No
 
 def load_liif_weights(model: LIIF, path_or_obj: str | PathLike[str] | Mapping[str, Any]) -> LIIF:
     """Loads the LIIF authors' weights (a file or a loaded container) into ``model`` (strict); returns it."""
-    if isinstance(path_or_obj, Mapping):
-        obj = path_or_obj
-    else:
-        from .checkpoint import read_checkpoint  # the one reader (it imports this module)
-
-        obj = read_checkpoint(path_or_obj, mmap=True)
-    try:
-        state = convert_liif_state_dict(extract_liif_state_dict(obj), model=model)
-    except ValueError as err:
-        where = "" if isinstance(path_or_obj, Mapping) else f"{path_or_obj}: "
-        raise ValueError(f"{where}{err}") from err
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_weights(model, path_or_obj, extract_liif_state_dict, convert_liif_state_dict)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
 
@@ -190,6 +190,17 @@ def load_srno_weights(model: SRNO, path_or_obj: str | PathLike[str] | Mapping[st
     """Load the authors' SRNO weights (file path or already-loaded container) into ``model`` (strict);
     returns ``model``. Build a fitting model first with
     ``SRNO(**srno_args_from_state_dict(extract_srno_state_dict(obj)))`` when the architecture is unknown."""
+    return load_weights(model, path_or_obj, extract_srno_state_dict, convert_srno_state_dict)
+
+
+def load_weights(
+    model: nn.Module,
+    path_or_obj: str | PathLike[str] | Mapping[str, Any],
+    extract: Callable[[Any], Mapping[str, Tensor]],
+    convert: Callable[..., dict[str, Tensor]],
+) -> nn.Module:
+    """Read ``path_or_obj`` (a file, through the one checkpoint reader, or a loaded container), pick its state
+    dict with ``extract``, convert it for ``model`` with ``convert`` (strict) and load it; errors name the file."""
     if isinstance(path_or_obj, Mapping):
         obj = path_or_obj
     else:
@@ -197,7 +208,7 @@ def load_srno_weights(model: SRNO, path_or_obj: str | PathLike[str] | Mapping[st
 
         obj = read_checkpoint(path_or_obj, mmap=True)
     try:
-        state = convert_srno_state_dict(extract_srno_state_dict(obj), model=model)
+        state = convert(extract(obj), model=model)
     except ValueError as err:
         where = "" if isinstance(path_or_obj, Mapping) else f"{path_or_obj}: "
         raise ValueError(f"{where}{err}") from err
