@@ -243,3 +243,28 @@ def test_geotiff_gets_a_float_std_file(diffusion, tmp_path, shared_data):
     expected = (unit_std * slope).mean(axis=2)
     np.testing.assert_allclose(band[4:, 4:], expected[4:, 4:], rtol=1e-5)
     assert band[4:, 4:].mean() > 10  # an untrained model's spread, in uint16 counts
+
+
+def test_float_geotiff_holds_the_std_as_an_extra_band(diffusion, tmp_path, shared_data):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    rgb = np.array(Image.open(shared_data / "rsscn7" / "aGrass" / "a001.jpg").convert("RGB"))[100:108, 60:68]
+    data = rgb.astype(np.float32).transpose(2, 0, 1) / 255  # float reflectance in [0, 1]
+    profile = {"driver": "GTiff", "height": 8, "width": 8, "count": 3, "dtype": "float32", "crs": "EPSG:32633",
+               "transform": from_origin(500_000.0, 5_000_000.0, 0.3, 0.5)}  # fmt: skip
+    src = tmp_path / "float.tif"
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+    notes: list[str] = []
+    out = upscale_file(src, tmp_path / "float_x2.tif", 2, checkpoint=diffusion, samples=3, report=notes.append,
+                       **KW)  # fmt: skip
+    assert not std_paths(out, geo=True)[0].exists() and "as its band 4 'std'" in notes[0]
+    with rasterio.open(out) as f:
+        assert f.count == 4 and f.dtypes == ("float32",) * 4 and f.descriptions[3] == "std"
+        assert f.crs.to_epsg() == 32633 and (f.width, f.height) == (16, 16) and f.tags()["SAMPLES"] == "3"
+        mean, band = f.read()[:3], f.read(4)
+    image, unit_std = upscale(src, 2, checkpoint=diffusion, samples=3, return_std=True, **KW)
+    np.testing.assert_allclose(band, unit_std.mean(axis=2), rtol=1e-5, atol=1e-7)  # float values: slope 1
+    assert band.mean() > 1e-3
+    np.testing.assert_allclose(mean.transpose(1, 2, 0), image, atol=1e-6)  # the first bands are the mean

@@ -18,7 +18,8 @@ Files, beside the mean image ``dst`` (:func:`write_std`):
   band description ``std``: the std in the output's value units (per band, the [0, 1] std times the band's
   value map slope: 255 for uint8, ``hi - lo`` of the percentile stretch for other integers, 1 or 255 for
   floats), averaged over the bands; nodata pixels are NaN (the file's nodata). A separate file keeps the mean
-  in the input's own dtype (a uint8 or uint16 scene cannot hold a float band).
+  in the input's own dtype (a uint8 or uint16 scene cannot hold a float band). A float GeoTIFF scene holds the
+  std as an extra last band ``std`` of the mean file itself (masked pixels: the file's nodata).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-from neurop_diff.inference.io import _write_geotiff
+from neurop_diff.inference.io import _rasterio, _write_geotiff
 from neurop_diff.inference.raster import Raster, resize_mask
 
 __all__ = ["COLORMAP", "STD_MAX", "check_samples", "colour_map", "grey_channel", "std_paths", "write_std"]
@@ -114,9 +115,16 @@ def write_std(
         about["std_units"] = (
             f"{np.dtype(like.dtype).name} output values (the [0, 1] std times each band's value-map slope)"
         )
-        (path,) = paths = list(std_paths(dst, geo=True))
-        _write_std_geotiff(path, band, like, {k.upper(): v for k, v in about.items()})
-        scale = f"float32 in the output's value units; mean {mean:.3g}, p99 {p99:.3g}"
+        tags = {k.upper(): v for k, v in about.items()}
+        if np.issubdtype(np.dtype(like.dtype), np.floating):  # a float scene holds the std as one more band
+            path, index = _append_std_band(Path(dst), band, like, tags)
+            paths = [path]
+            scale = f"as its band {index} 'std', float32 in the output's value units; "
+        else:
+            (path,) = paths = list(std_paths(dst, geo=True))
+            _write_std_geotiff(path, band, like, tags)
+            scale = "float32 in the output's value units; "
+        scale += f"mean {mean:.3g}, p99 {p99:.3g}"
     else:
         about |= {
             "std_units": "[0, 1] image units",
@@ -151,3 +159,16 @@ def _write_std_geotiff(path: Path, band: np.ndarray, like: Raster, tags: dict[st
         like, profile=profile, nodata=float("nan"), descriptions=("std",), tags={**like.tags, **tags}
     )
     _write_geotiff(path, band[None].astype(np.float32), std_like)
+
+
+def _append_std_band(path: Path, band: np.ndarray, like: Raster, tags: dict[str, str]) -> tuple[Path, int]:
+    """Rewrite the float mean GeoTIFF ``path`` with ``band`` as an extra last band described ``std``; returns
+    (path, the band's 1-based index). Masked pixels take the file's nodata."""
+    with _rasterio().open(path) as src:
+        data = src.read()
+    if like.nodata is not None:
+        band = np.where(np.isnan(band), np.float32(like.nodata), band)
+    names = tuple(like.descriptions[: len(data)]) + ("",) * (len(data) - len(like.descriptions))
+    out_like = dataclasses.replace(like, descriptions=(*names, "std"), tags={**like.tags, **tags})
+    _write_geotiff(path, np.concatenate([data, band[None].astype(data.dtype)]), out_like)
+    return path, len(data) + 1
