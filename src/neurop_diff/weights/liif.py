@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..models.liif import LIIF
-from .srno import ENCODER_INVERSE, ENCODER_RULES, _strip, convert_state_dict, load_weights
+from .srno import ENCODER_INVERSE, ENCODER_RULES, _strip, convert_state_dict, load_weights, unwrap_state_dict
 
 __all__ = [
     "LIIF_ARGS",
@@ -95,22 +95,7 @@ def check_liif_args(args: Mapping[str, Any]) -> None:
 
 def extract_liif_state_dict(obj: Any) -> dict[str, Tensor]:
     """The state dict of the LIIF authors' checkpoint (module docstring), its ``args`` checked."""
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        inner = obj["model"]
-        if "sd" in inner:
-            if inner.get("name", "liif") != "liif":
-                raise ValueError(f"LIIF checkpoint: model name {inner.get('name')!r}, expected 'liif'")
-            check_liif_args(inner.get("args") or {})
-            obj = inner["sd"]
-        else:
-            obj = inner
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
-        return dict(obj)
-    what = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
-    raise ValueError(
-        "not a LIIF checkpoint: expected {'model': {'name': 'liif', 'args': ..., 'sd': state_dict}} or a state "
-        f"dict of tensors, got {what}"
-    )
+    return unwrap_state_dict(obj, "liif", "LIIF", check_args=check_liif_args)
 
 
 def liif_args_from_state_dict(sd: Mapping[str, Tensor]) -> dict[str, int]:

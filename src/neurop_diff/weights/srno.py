@@ -99,21 +99,32 @@ def srno_args_from_state_dict(sd: Mapping[str, Tensor]) -> dict[str, int]:
 def extract_srno_state_dict(obj: Any) -> dict[str, Tensor]:
     """The SRNO state dict inside a NeurOp-Diff ``srno_weight.pth`` (``{'model': sd}``), an SRNO-repository
     checkpoint (``{'model': {'name': 'sronet', 'args': ..., 'sd': sd}, ...}``) or a bare state dict."""
+    return unwrap_state_dict(obj, "sronet", "SRNO", "{'model': state_dict}, ")
+
+
+def unwrap_state_dict(
+    obj: Any, name: str, what: str, accepted: str = "", check_args: Callable[[Mapping], None] | None = None
+) -> dict[str, Tensor]:
+    """The state dict in a LIIF/SRNO-repository container (``{'model': {'name', 'args', 'sd'}, ...}``, whose
+    ``name`` must be ``name`` and whose ``args`` go to ``check_args``), in ``{'model': sd}`` or bare; errors
+    name ``what`` (the model) and the accepted forms (``accepted`` lists extra ones)."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         inner = obj["model"]
         if "sd" in inner:
-            name = inner.get("name", "sronet")
-            if name != "sronet":
-                raise ValueError(f"SRNO checkpoint: model name {name!r}, expected 'sronet'")
+            if inner.get("name", name) != name:
+                raise ValueError(f"{what} checkpoint: model name {inner.get('name')!r}, expected {name!r}")
+            if check_args is not None:
+                check_args(inner.get("args") or {})
             obj = inner["sd"]
         else:
             obj = inner
     if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
         return dict(obj)
-    what = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
+    got = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
+    article = "an" if what[0] in "AEIOUS" else "a"
     raise ValueError(
-        "not an SRNO checkpoint: expected {'model': state_dict}, {'model': {'name': 'sronet', 'args': ..., "
-        f"'sd': state_dict}} or a state dict of tensors, got {what}"
+        f"not {article} {what} checkpoint: expected {accepted}{{'model': {{'name': {name!r}, 'args': ..., "
+        f"'sd': state_dict}}}} or a state dict of tensors, got {got}"
     )
 
 
