@@ -26,7 +26,7 @@ from .chunked import PIECE_POINTS
 from .encoder import EDSREncoder
 from .lift import LRFeatures, lr_grid, neighbours
 from .operator import SRNO
-from .query import ChunkSize, batch_cell, check_image, query_grid, resolve_chunk
+from .query import ChunkSize, batch_cell, check_image, on_grid, resolve_chunk
 
 __all__ = ["LIIF", "Operator"]
 
@@ -73,11 +73,11 @@ class LIIF(nn.Module):
         cache-sized pieces when no gradient is needed). Points are independent: every choice gives the same
         numbers; memory beyond the encoder is bounded by the chunk.
         """
-        coord, cell = query_grid(lr, size, coord, cell)
-        b, h, w, _ = coord.shape
-        resolve_chunk(chunk_size, b, h * w)  # a bad chunk_size fails before the encoder runs
-        out = self.query(self.encode(lr), lr, coord.reshape(b, h * w, 2), cell, chunk_size=chunk_size)
-        return out.view(b, h, w, 3).permute(0, 3, 1, 2).contiguous()
+
+        def points(c: Tensor, k: Tensor) -> Tensor:
+            return self.query(self.encode(lr), lr, c, k, chunk_size=chunk_size)
+
+        return on_grid(lr, size, coord, cell, chunk_size, points)
 
     def encode(self, lr: Tensor) -> Tensor:
         """LR image (B, 3, h, w) in [-1, 1] -> features (B, encoder_width, h, w)."""

@@ -24,7 +24,7 @@ from .query import (
     ChunkSize,
     batch_cell,
     check_image,
-    query_grid,
+    on_grid,
     resolve_chunk,
 )
 
@@ -118,8 +118,7 @@ class SRNO(nn.Module):
         return evaluate(self, feat, lr, coord, cell, chunk=chunk, output=output)
 
     def _grid(self, lr, size, coord, cell, chunk_size: ChunkSize, output: Output) -> Tensor:
-        coord, cell = query_grid(lr, size, coord, cell)
-        b, h, w, _ = coord.shape
-        resolve_chunk(chunk_size, b, h * w)  # a bad chunk_size fails before the encoder runs
-        out = self._points(self.encode(lr), lr, coord.reshape(b, h * w, 2), cell, chunk_size, output)
-        return out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        def points(c: Tensor, k: Tensor) -> Tensor:
+            return self._points(self.encode(lr), lr, c, k, chunk_size, output)
+
+        return on_grid(lr, size, coord, cell, chunk_size, points)

@@ -5,6 +5,7 @@ Coordinates are (y, x) in [-1, 1] (``coords.make_coord``); a cell is the HR pixe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -75,3 +76,20 @@ def resolve_chunk(chunk_size: ChunkSize, b: int, n: int) -> int | None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
     return chunk_size
+
+
+def on_grid(
+    lr: Tensor,
+    size: tuple[int, int] | None,
+    coord: Tensor | None,
+    cell: Tensor | None,
+    chunk_size: ChunkSize,
+    points: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """A grid query of an operator: ``points(coord (B, N, 2), cell (B, 2)) -> (B, N, C)`` evaluated on the grid
+    of ``size`` (or ``coord``, see :func:`query_grid`), returned as (B, C, H, W)."""
+    coord, cell = query_grid(lr, size, coord, cell)
+    b, h, w, _ = coord.shape
+    resolve_chunk(chunk_size, b, h * w)  # a bad chunk_size fails before the encoder runs
+    out = points(coord.reshape(b, h * w, 2), cell)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
