@@ -37,6 +37,8 @@ VARIANTS = {
     "v_res": {"prediction": "v", "residual": True},
     "eps_res": {"prediction": "eps", "residual": True},
     "x0": {"prediction": "x0", "residual": False},
+    "edm_res": {"prediction": "edm", "residual": True},
+    "edm": {"prediction": "edm", "residual": False},
 }
 
 

@@ -21,10 +21,12 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from neurop_diff.diffusion.schedule import make_schedule, sample_gamma
+from neurop_diff.lit.base import adam
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
 from neurop_diff.runtime import tune_cpu_allocator
+from sampling_speed import peak_gflops  # benchmarks/ is the script's directory
 
 
 def step_parts(model: NeurOpDiff, opt, ema, batch: int, g: torch.Generator) -> dict[str, float]:
@@ -63,7 +65,8 @@ def main() -> None:
     tune_cpu_allocator()  # as `neurop-diff` does (NEUROP_DIFF_MALLOC=default: glibc as it is)
     print(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; channels_last "
-          f"{'on' if args.channels_last else 'off'}")  # fmt: skip
+          f"{'on' if args.channels_last else 'off'}; fp32 matmul peak {peak_gflops():.0f} GFLOP/s "
+          "(4096^2: how fast this CPU is now)")  # fmt: skip
     parts = ("prior", "forward", "backward", "optimizer", "ema")
     lines = ["| batch | img/s | s/step | " + " | ".join(f"{p} s" for p in parts) + " |",
              "| ---: | ---: | ---: | " + " | ".join("---:" for _ in parts) + " |"]  # fmt: skip
@@ -73,7 +76,7 @@ def main() -> None:
             UNet(channels_last=args.channels_last), make_schedule(), SRNO(), condition="operator"
         )
         model.train()
-        opt = torch.optim.Adam(model.unet.parameters(), lr=1e-4)
+        opt = adam(model.unet.parameters(), lr=1e-4)  # DiffusionModule's optimizer (fused on CPU)
         ema = AveragedModel(model.unet, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
         g = torch.Generator().manual_seed(0)
         step_parts(model, opt, ema, batch, g)  # warm-up

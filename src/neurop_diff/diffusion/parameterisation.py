@@ -1,4 +1,4 @@
-"""What the network predicts: eps, x0 or v, and the one conversion layer between them.
+"""What the network predicts: eps, x0, v or EDM's preconditioned output, and the one conversion layer between them.
 
 At the continuous noise level ``gamma = sqrt(abar)`` of SR3 (``sigma = sqrt(1 - gamma^2)``) the forward process
 is ``x_t = gamma x0 + sigma eps``. Three targets describe the same denoiser:
@@ -6,7 +6,14 @@ is ``x_t = gamma x0 + sigma eps``. Three targets describe the same denoiser:
 * ``eps``: the noise (DDPM, Ho et al. 2020; SR3 and the NeurOp-Diff authors);
 * ``x0``: the clean image (DDPM sec. 3.2's alternative; SRDiff/ResShift-style SR models);
 * ``v = gamma eps - sigma x0`` (Salimans & Ho 2022, "progressive distillation", sec. 4), which gives
-  ``x0 = gamma x_t - sigma v`` and ``eps = sigma x_t + gamma v``.
+  ``x0 = gamma x_t - sigma v`` and ``eps = sigma x_t + gamma v``;
+* ``edm``: the preconditioned output ``F`` of Karras et al. 2022 ("Elucidating the design space", sec. 5, Table 1)
+  for data of std ``sigma_data``: ``x0 = c_skip x_t / gamma + c_out F`` with, in SR3's levels,
+  ``c_skip x_t / gamma = sigma_data^2 gamma x_t / (sigma^2 + gamma^2 sigma_data^2)`` and
+  ``c_out = sigma sigma_data / sqrt(sigma^2 + gamma^2 sigma_data^2)``, so the target is
+  ``F = (sigma x0 - sigma_data^2 gamma eps) / (sigma_data sqrt(sigma^2 + gamma^2 sigma_data^2))`` (unit scale at
+  every level). At low noise the estimate is ``x_t`` itself (the network only corrects it), at high noise
+  ``sigma_data F``; ``sigma_data = 1`` is ``-v``. Small ``sigma_data`` suits a small target such as a residual.
 
 Samplers consume ``eps`` (``diffusion.sampling``); any prediction is converted here. Everything is pure.
 ``gamma`` is a (B,) tensor or a float in (0, 1]; coefficients are computed in its precision (the samplers pass
@@ -32,10 +39,10 @@ __all__ = [
     "training_target",
 ]
 
-Prediction = Literal["eps", "x0", "v"]
+Prediction = Literal["eps", "x0", "v", "edm"]
 LossWeighting = Literal["none", "min_snr"]
 
-_PREDICTIONS = ("eps", "x0", "v")
+_PREDICTIONS = ("eps", "x0", "v", "edm")
 
 
 def _check(prediction: str) -> None:
@@ -54,21 +61,30 @@ def _gs(gamma: Tensor | float, like: Tensor) -> tuple[Tensor | float, Tensor | f
     return g, max(1.0 - g * g, 0.0) ** 0.5
 
 
-def training_target(prediction: Prediction, x0: Tensor, eps: Tensor, gamma: Tensor | float) -> Tensor:
-    """The regression target of the network for clean ``x0`` and noise ``eps`` at level ``gamma``."""
+def training_target(
+    prediction: Prediction, x0: Tensor, eps: Tensor, gamma: Tensor | float, sigma_data: float = 0.5
+) -> Tensor:
+    """The regression target of the network for clean ``x0`` and noise ``eps`` at level ``gamma``
+    (``sigma_data``: the ``edm`` preconditioning's data std, ignored otherwise)."""
     _check(prediction)
     if prediction == "eps":
         return eps
     if prediction == "x0":
         return x0
     g, s = _gs(gamma, x0)
+    if prediction == "edm":
+        d = _positive(sigma_data)
+        return (s * x0 - d * d * g * eps) / (d * (s * s + g * g * d * d) ** 0.5)
     return g * eps - s * x0
 
 
-def to_x0(prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
+def to_x0(
+    prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float, sigma_data: float = 0.5
+) -> Tensor:
     """The clean-image estimate implied by the network output ``out`` for ``x_t`` at level ``gamma``.
 
-    From eps: ``(x_t - sigma eps) / gamma`` (DDIM eq. 12 "predicted x0"); from v: ``gamma x_t - sigma v``.
+    From eps: ``(x_t - sigma eps) / gamma`` (DDIM eq. 12 "predicted x0"); from v: ``gamma x_t - sigma v``;
+    from edm: ``c_skip x_t / gamma + c_out F`` (module docstring).
     """
     _check(prediction)
     if prediction == "x0":
@@ -76,7 +92,17 @@ def to_x0(prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | floa
     g, s = _gs(gamma, x_t)
     if prediction == "eps":
         return (x_t - s * out) / g
+    if prediction == "edm":
+        d = _positive(sigma_data)
+        norm = s * s + g * g * d * d
+        return (d * d * g) / norm * x_t + (s * d) / norm**0.5 * out
     return g * x_t - s * out
+
+
+def _positive(sigma_data: float) -> float:
+    if not sigma_data > 0:
+        raise ValueError(f"sigma_data must be > 0 (the edm target's data std), got {sigma_data!r}")
+    return float(sigma_data)
 
 
 def eps_from_x0(x0: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
@@ -85,25 +111,32 @@ def eps_from_x0(x0: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
     return (x_t - g * x0) / s
 
 
-def to_eps(prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float) -> Tensor:
+def to_eps(
+    prediction: Prediction, out: Tensor, x_t: Tensor, gamma: Tensor | float, sigma_data: float = 0.5
+) -> Tensor:
     """The noise estimate implied by ``out``; from v: ``sigma x_t + gamma v`` (exact, no division)."""
     _check(prediction)
     if prediction == "eps":
         return out
-    if prediction == "x0":
-        return eps_from_x0(out, x_t, gamma)
+    if prediction in ("x0", "edm"):
+        return eps_from_x0(to_x0(prediction, out, x_t, gamma, sigma_data), x_t, gamma)
     g, s = _gs(gamma, x_t)
     return s * x_t + g * out
 
 
 def loss_weight(
-    prediction: Prediction, gamma: Tensor, weighting: LossWeighting = "none", snr_gamma: float = 5.0
+    prediction: Prediction,
+    gamma: Tensor,
+    weighting: LossWeighting = "none",
+    snr_gamma: float = 5.0,
+    sigma_data: float = 0.5,
 ) -> Tensor:
     """Per-item loss weights (B,) float32.
 
     ``none``: 1. ``min_snr`` (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting"): the
     x0-space weight ``min(SNR, snr_gamma)`` with ``SNR = gamma^2 / sigma^2``, expressed for the chosen target:
-    ``/ SNR`` for eps, ``/ (SNR + 1)`` for v, as is for x0.
+    ``/ SNR`` for eps, ``/ (SNR + 1)`` for v, as is for x0, ``* c_out^2 = sigma_data^2 / (1 + SNR sigma_data^2)``
+    for edm.
     """
     _check(prediction)
     if weighting == "none":
@@ -117,4 +150,7 @@ def loss_weight(
         w = w / snr
     elif prediction == "v":
         w = w / (snr + 1)
+    elif prediction == "edm":
+        d2 = _positive(sigma_data) ** 2
+        w = w * d2 / (1 + snr * d2)
     return w.float()

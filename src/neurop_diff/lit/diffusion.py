@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from neurop_diff.diffusion.parameterisation import LossWeighting, Prediction
 from neurop_diff.diffusion.schedule import NoiseSchedule, make_schedule, sample_gamma
-from neurop_diff.lit.base import SRTask, stepwise
+from neurop_diff.lit.base import SRTask, adam, stepwise
 from neurop_diff.lit.operator import load_operator
 from neurop_diff.models.liif import Operator
 from neurop_diff.models.neuropdiff import (
@@ -45,10 +45,12 @@ class DiffusionModule(SRTask):
         condition: what guides the UNet: `operator` (the operator's HR RGB output: the authors'), `bicubic`
             (bicubic-upsampled LR: SR3), `encoder` (EDSR features of the LR, bilinearly upsampled to HR),
             `operator_features` (SRNO's width-channel features before its head; not with a LIIF operator).
-        prediction: what the UNet predicts: `eps` (the paper's), `x0` or `v` (Salimans & Ho 2022).
+        prediction: what the UNet predicts: `eps` (the paper's), `x0`, `v` (Salimans & Ho 2022) or `edm`
+            (Karras et al. 2022's preconditioned output: the estimate is x_t at low noise, the UNet a correction).
         residual: the UNet's clean target is HR - condition (the `operator` / `bicubic` conditions): the clean
             estimate is the prior plus a learnt residual; the UNet's last conv starts at zero, so an untrained x0
-            (or v) model returns the prior. No effect with `eps` (see `models.neuropdiff`).
+            (or v, edm) model returns the prior. No effect with `eps` (see `models.neuropdiff`).
+        sigma_data: the `edm` target's std (None: 0.5, or 0.1 with `residual`).
         base_channels ... dropout: the UNet (defaults: the authors', ~47.5M parameters).
         channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU; 1.15x
             per UNet step on the 2-core CPU with the tuned allocator, 1.5x without: docs/benchmarks.md).
@@ -70,7 +72,7 @@ class DiffusionModule(SRTask):
     #: `--ckpt_path` keeps the checkpoint's values and another value is an error (neurop_diff.cli).
     ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(
         ("condition", "operator_args", "base_channels", "channel_mults", "res_blocks", "attn_resolutions",
-         "image_size", "norm_groups", "prediction", "residual")
+         "image_size", "norm_groups", "prediction", "residual", "sigma_data")
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +82,7 @@ class DiffusionModule(SRTask):
         condition: Condition = "operator",
         prediction: Prediction = "eps",
         residual: bool = False,
+        sigma_data: float | None = None,
         base_channels: int = 64,
         channel_mults: tuple[int, ...] = (1, 2, 2, 4, 4, 8),
         res_blocks: int = 1,
@@ -147,6 +150,7 @@ class DiffusionModule(SRTask):
             condition=condition,
             prediction=prediction,
             residual=residual,
+            sigma_data=sigma_data,
             clip_denoised=clip_denoised,
             chunk_size=chunk_size,
         )
@@ -232,7 +236,7 @@ class DiffusionModule(SRTask):
 
     def configure_optimizers(self) -> dict[str, Any]:
         values = self.hparams.lr_schedule or AUTHORS_LR_SCHEDULE
-        opt = torch.optim.Adam(self.unet.parameters(), lr=values[0], betas=(0.9, 0.999), eps=1e-8)
+        opt = adam(self.unet.parameters(), lr=values[0], betas=(0.9, 0.999), eps=1e-8)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, stepwise(list(values), self.hparams.lr_step_every))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neurop_diff.data.degradation import make_cell, make_coord
-from neurop_diff.lit.base import SRTask, warmup_cosine
+from neurop_diff.lit.base import SRTask, adam, warmup_cosine
 from neurop_diff.weights import (
     LIIF_ARGS,
     LIIF_DEFAULTS,
@@ -122,7 +122,7 @@ class OperatorModule(SRTask):
         self._loading_hparams.setdefault("arch", "srno")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = self.trainer.estimated_stepping_batches if self._trainer else 1
         if not math.isfinite(total):
             raise ValueError(

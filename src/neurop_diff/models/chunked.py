@@ -72,9 +72,9 @@ def evaluate(
     """``model``'s output (B, N, 3) ("rgb") or last-block features (B, N, width) ("features") at ``coord``
     (B, N, 2) from ``feat = model.encode(lr)`` and ``cell`` (B, 2), equal to ``model.reference``.
 
-    ``chunk`` None keeps every piece's activations between passes (no recomputation, memory ~ N * width
-    floats); an int recomputes them in each pass, in pieces of at most ``chunk`` points per image (memory
-    bounded by the piece and the band tables, not by N)."""
+    ``chunk`` None, or at least the image's N points, keeps every piece's activations between passes (no
+    recomputation, memory ~ N * width floats); a smaller int recomputes them in each pass, in pieces of at most
+    ``chunk`` points per image (memory bounded by the piece and the band tables, not by N)."""
     if lift not in ("auto", "table", "direct"):
         raise ValueError(f"evaluate: lift must be 'auto', 'table' or 'direct', got {lift!r}")
     b, n = coord.shape[:2]
@@ -83,7 +83,7 @@ def evaluate(
         one = dict(chunk=chunk, lift=lift, output=output)
         items = zip(feat.split(1), lr.split(1), coord.split(1), cell.split(1), strict=True)
         return torch.cat([evaluate(model, *item, **one) for item in items])
-    store = chunk is None
+    store = chunk is None or chunk >= n  # the kept activations then fit the chunk's budget
     step = PIECE_POINTS if coord.device.type == "cpu" else ACCELERATOR_PIECE_POINTS
     pieces = coord.split(step if store else min(step, chunk), dim=1)
     blocks = model.blocks
@@ -123,7 +123,7 @@ def evaluate(
             for j in range(band.first, band.stop):
                 if i == 0 and lf.kv0 is not None:
                     kv = lf.kv0_of(nbrs(j))
-                    total = total + block.kv_reduce(kv.transpose(1, 2).contiguous(), *params[1:])
+                    total = total + block.kv_reduce(kv, *params[1:])
                     continue
                 x = _advance(model, lf, nbrs(j), folded, i, kept[j])
                 if store:
@@ -192,6 +192,13 @@ def gather(table: Tensor, nb: Neighbours) -> Tensor:
     return out.view(*nb.rel.shape[:2], -1)
 
 
+def _plus_rel(gathered: Tensor, nb: Neighbours, w_rel: Tensor) -> Tensor:
+    """``gathered`` (B, n, D) plus the relative-coordinate term ``nb.rel @ w_rel`` (w_rel (8, D) or
+    (B, 8, D)), added by the product itself (one pass over the result, not two)."""
+    w = w_rel.expand(gathered.shape[0], *w_rel.shape[-2:])
+    return torch.baddbmm(gathered, nb.rel, w)
+
+
 class _Lift:
     """The lift of query points in one band, direct or from LR-resolution tables (module docstring).
 
@@ -247,15 +254,15 @@ class _Lift:
         """Lifted features (B, n, width) of the points ``nb``."""
         if self.table is None:
             return lift_direct(self.linear, self.grid, nb)
-        return gather(self.table, self._local(nb)) + torch.matmul(nb.rel, self.w_rel)
+        return _plus_rel(gather(self.table, self._local(nb)), nb, self.w_rel)
 
     def kv0_of(self, nb: Neighbours) -> Tensor:
         """Block 0's centred k/v projection (B, n, 2 * width) of the points ``nb``, from the table."""
-        return gather(self.kv0, self._local(nb)) + torch.matmul(nb.rel, self.w_rel_kv0)
+        return _plus_rel(gather(self.kv0, self._local(nb)), nb, self.w_rel_kv0)
 
     def pre0_of(self, nb: Neighbours) -> Tensor:
         """Block 0's first MLP input (B, n, width) of the points ``nb``, from the table."""
-        return gather(self.pre0, self._local(nb)) + torch.bmm(nb.rel, self.w_rel_pre0)
+        return _plus_rel(gather(self.pre0, self._local(nb)), nb, self.w_rel_pre0)
 
     def fold_block0(self, folded: tuple[Tensor, Tensor]) -> None:
         """Tabulate block 0's first MLP input once its folded map ``x @ a + c`` is known."""

@@ -74,20 +74,21 @@ class GalerkinBlock(nn.Module):
         so the normalised k and v are never materialised.
         """
         w, gamma, beta = params if params is not None else self.kv_params()
-        ones = x.new_ones(*x.shape[:2], 1)
-        # Points last: the per-head reductions and products then need no transposed copies.
-        return self.kv_reduce(torch.matmul(w, torch.cat([x, ones], -1).transpose(1, 2)), gamma, beta)
+        return self.kv_reduce(F.linear(x, w[:, :-1], w[:, -1].contiguous()), gamma, beta)
 
     def kv_reduce(self, kv: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        """``kv_sum`` from the centred projections ``kv`` (B, 2 * width, n) ordered (head, k|v, channel)."""
-        b, _, n = kv.shape
+        """``kv_sum`` from the centred projections ``kv`` (B, n, 2 * width) ordered (head, k|v, channel)."""
+        b, n, _ = kv.shape
         hd = self.head_dim
-        kv = kv.reshape(b, self.heads, 2, hd, n)
-        inv = 1 / (((kv * kv).sum(3, keepdim=True) / (hd - 1)).sqrt() + self.k_norm.eps)  # (b, h, 2, 1, n)
-        kc, vc, a, c = kv[:, :, 0], kv[:, :, 1], inv[:, :, 0], inv[:, :, 1]
-        cross = torch.matmul(kc * (a * c), vc.transpose(-1, -2))
-        sum_k = torch.matmul(kc, a.transpose(-1, -2)).squeeze(-1)  # (b, h, hd)
-        sum_v = torch.matmul(vc, c.transpose(-1, -2)).squeeze(-1)
+        kv = kv.view(b, n, self.heads, 2, hd)
+        std = torch.linalg.vector_norm(kv, dim=-1, keepdim=True) / (hd - 1) ** 0.5  # unbiased: kv is centred
+        inv = 1 / (std + self.k_norm.eps)  # (b, n, h, 2, 1)
+        kc, vc, a, c = kv[:, :, :, 0], kv[:, :, :, 1], inv[:, :, :, 0], inv[:, :, :, 1]
+        # Points stay first (the layout the projections come in): the per-head sums over points are strided
+        # products, which BLAS reads without a transposed copy.
+        cross = torch.matmul((kc * (a * c)).permute(0, 2, 3, 1), vc.transpose(1, 2))  # (b, h, hd, hd)
+        sum_k = (kc * a).sum(1)  # (b, h, hd)
+        sum_v = (vc * c).sum(1)
         gk, gv, bk, bv = gamma[:, 0], gamma[:, 1], beta[:, 0], beta[:, 1]
         return (
             gk.unsqueeze(-1) * cross * gv.unsqueeze(-2)

@@ -96,7 +96,10 @@ class NeurOpDiff(nn.Module):
             without gradients. ``operator_features`` needs an SRNO.
         condition: ``operator`` (its HR RGB output, the authors'), ``bicubic`` (SR3), ``encoder`` (EDSR features
             bilinearly upsampled), ``operator_features`` (the operator's features before its head).
-        prediction: what the UNet predicts: ``eps`` (paper), ``x0`` or ``v``.
+        prediction: what the UNet predicts: ``eps`` (paper), ``x0``, ``v`` or ``edm`` (Karras et al. 2022's
+            preconditioned output, ``diffusion.parameterisation``).
+        sigma_data: the ``edm`` target's data std; None: 0.5 for HR images in [-1, 1], 0.1 for the residual (an
+            operator's x2..x8 residual on RSSCN7 has std 0.06-0.13 in [-1, 1] units).
         residual: the clean target is ``HR - condition`` (operator / bicubic conditions only; module doc).
         clip_denoised: clamp the predicted clean image to [-1, 1] at every sampling step (SR3 does; the
             authors' sampler does not).
@@ -112,6 +115,7 @@ class NeurOpDiff(nn.Module):
         condition: Condition = "operator",
         prediction: Prediction = "eps",
         residual: bool = False,
+        sigma_data: float | None = None,
         clip_denoised: bool = True,
         chunk_size: int | None = 65536,
     ) -> None:
@@ -122,8 +126,11 @@ class NeurOpDiff(nn.Module):
             raise ValueError(
                 f"residual=True needs an image condition {RESIDUAL_CONDITIONS}, got condition={condition!r}"
             )
-        if prediction not in ("eps", "x0", "v"):
-            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+        if prediction not in Prediction.__args__:
+            raise ValueError(f"prediction must be one of {Prediction.__args__}, got {prediction!r}")
+        sigma_data = (0.1 if residual else 0.5) if sigma_data is None else float(sigma_data)
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0 (the edm target's data std), got {sigma_data}")
         expected = 3 + condition_channels(condition, operator)
         if unet.in_channels != expected:
             raise ValueError(
@@ -133,6 +140,7 @@ class NeurOpDiff(nn.Module):
         self.operator = operator.eval().requires_grad_(False) if operator is not None else None
         self.schedule = schedule
         self.condition_kind, self.prediction, self.residual = condition, prediction, residual
+        self.sigma_data = sigma_data
         self.clip_denoised, self.chunk_size = clip_denoised, chunk_size
 
     def train(self, mode: bool = True) -> NeurOpDiff:
@@ -176,9 +184,9 @@ class NeurOpDiff(nn.Module):
         out = self(x_t, gamma, condition)
         if self.residual:
             g = gamma.view(-1, 1, 1, 1).to(x_t.dtype)
-            x0 = condition + to_x0(self.prediction, out, x_t - g * condition, gamma)
+            x0 = condition + to_x0(self.prediction, out, x_t - g * condition, gamma, self.sigma_data)
         else:
-            x0 = to_x0(self.prediction, out, x_t, gamma)
+            x0 = to_x0(self.prediction, out, x_t, gamma, self.sigma_data)
         return x0.clamp(-1.0, 1.0) if self.clip_denoised else x0
 
     def denoise(self, x_t: Tensor, gamma: Tensor, condition: Tensor) -> Tensor:
@@ -199,10 +207,12 @@ class NeurOpDiff(nn.Module):
         """Loss of one training batch: HR (B,3,H,W) noised to ``gamma`` (B,) with ``noise``; the UNet output is
         compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2."""
         out = self(q_sample(hr, gamma, noise), gamma, condition)
-        target = training_target(self.prediction, hr - condition if self.residual else hr, noise, gamma)
+        clean = hr - condition if self.residual else hr
+        target = training_target(self.prediction, clean, noise, gamma, self.sigma_data)
         err = (out - target).abs() if loss == "l1" else (out - target).square()
         per_item = err.flatten(1).mean(1)
-        return (per_item * loss_weight(self.prediction, gamma, weighting).to(per_item)).mean()
+        weight = loss_weight(self.prediction, gamma, weighting, sigma_data=self.sigma_data)
+        return (per_item * weight.to(per_item)).mean()
 
     @torch.inference_mode()
     def sample(
