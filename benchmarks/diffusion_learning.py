@@ -39,6 +39,7 @@ VARIANTS = {
     "x0": {"prediction": "x0", "residual": False},
     "edm_res": {"prediction": "edm", "residual": True},
     "edm": {"prediction": "edm", "residual": False},
+    "x0_res_lr5e-5": {"prediction": "x0", "residual": True, "lr_schedule": "[5.0e-5]"},
 }
 
 
