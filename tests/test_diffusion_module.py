@@ -110,3 +110,38 @@ def test_sampling_is_seeded_per_image():
     assert torch.equal(a, b)  # the same images give the same samples, whatever the batch index
     alone = module.super_resolve({k: v[1:2] for k, v in batch.items() if k != "name"} | {"name": ["c/1"]}, 0)
     assert torch.allclose(alone["diffusion"][0], a[1], atol=1e-5)  # and whatever the batch they are in
+
+
+def test_input_perturbation_noises_the_input_not_the_target(monkeypatch):
+    """DDPM-IP (Ning et al. 2023): x_t is formed with eps + 0.1 xi, the eps target stays eps."""
+    seen = []
+    for extra in (0.0, 0.1):
+        module = DiffusionModule(
+            operator_args=OPERATOR, condition="operator", input_perturbation=extra, **UNET
+        )
+        module.train()
+        module.log = lambda *args, **kwargs: None
+        real = module.model.training_loss
+
+        def spy(hr, cond, gamma, noise, *args, real=real):
+            seen.append((noise, args[-1]))
+            return real(hr, cond, gamma, noise, *args)
+
+        monkeypatch.setattr(module.model, "training_loss", spy)
+        module.training_step(_batch(4), 0)
+    (noise0, none), (noise1, perturbed) = seen
+    assert none is None
+    assert torch.equal(noise0, noise1)  # same seed: same target noise, whatever the perturbation
+    assert abs((perturbed - noise1).std().item() - 0.1) < 0.01
+    # the UNet sees the perturbed input (eval mode: no dropout, so only the input differs)
+    module = DiffusionModule(operator_args=OPERATOR, condition="bicubic", **UNET).eval()
+    b = _batch(4)
+    cond, _ = module.model.condition(b["lr"], (16, 16))
+    gamma = torch.full((4,), 0.5)
+    plain, same, moved = (
+        module.model.training_loss(b["hr"], cond, gamma, noise1, "l1", "none", n)
+        for n in (None, noise1, perturbed)
+    )
+    assert plain == same and moved != plain
+    with pytest.raises(ValueError, match="input_perturbation must be in"):
+        DiffusionModule(operator_args=OPERATOR, input_perturbation=1.5, **UNET)

@@ -57,6 +57,8 @@ class DiffusionModule(SRTask):
         schedule, timesteps, beta_start, beta_end: the noise schedule (authors: linear 1e-6..1e-2, T=2000).
         loss: `l1` (paper) or `l2` on the prediction target; loss_weighting: `none` or `min_snr` (Hang et al.
             2023, weight min(SNR, 5) in x0 terms).
+        input_perturbation: the UNet's training input is noised with ``eps + input_perturbation * xi`` (xi a
+            second Gaussian) while the target keeps ``eps`` (Ning et al. 2023, DDPM-IP: 0.1); 0 = off.
         lr_schedule, lr_step_every: absolute Adam learning rates, one per `lr_step_every` optimizer steps.
         sampler, sampling_steps, eta, spacing: sampling at validation/test/predict: `ddim` (`sampling_steps`,
             `eta`, spacing `uniform`/`quadratic`), `ddpm` over all `timesteps`, or the ODE samplers `euler`,
@@ -97,6 +99,7 @@ class DiffusionModule(SRTask):
         beta_end: float = 1e-2,
         loss: Literal["l1", "l2"] = "l1",
         loss_weighting: LossWeighting = "none",
+        input_perturbation: float = 0.0,
         lr_schedule: list[float] | None = None,
         lr_step_every: int = 100_000,
         sampler: Sampler = "ddim",
@@ -108,6 +111,8 @@ class DiffusionModule(SRTask):
         chunk_size: int | None = 65536,
     ) -> None:
         super().__init__()
+        if not 0 <= input_perturbation < 1:
+            raise ValueError(f"input_perturbation must be in [0, 1), got {input_perturbation}")
         if sampling_steps < 1 or sampling_steps > timesteps:
             raise ValueError(f"sampling_steps must be in [1, timesteps={timesteps}], got {sampling_steps}")
         operator: Operator | None = None
@@ -187,8 +192,12 @@ class DiffusionModule(SRTask):
         self._generator.manual_seed(self.training_seed("diffusion"))
         gamma = sample_gamma(self.schedule, hr.shape[0], generator=self._generator).to(hr)
         noise = torch.randn(hr.shape, generator=self._generator).to(hr)
+        extra = self.hparams.input_perturbation
+        input_noise = (
+            noise + extra * torch.randn(hr.shape, generator=self._generator).to(hr) if extra else None
+        )
         loss = self.model.training_loss(
-            hr, cond.to(hr.dtype), gamma, noise, self.hparams.loss, self.hparams.loss_weighting
+            hr, cond.to(hr.dtype), gamma, noise, self.hparams.loss, self.hparams.loss_weighting, input_noise
         )
         self._check_finite(loss, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=hr.shape[0])

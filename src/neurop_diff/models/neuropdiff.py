@@ -203,10 +203,14 @@ class NeurOpDiff(nn.Module):
         noise: Tensor,
         loss: Literal["l1", "l2"] = "l1",
         weighting: LossWeighting = "none",
+        input_noise: Tensor | None = None,
     ) -> Tensor:
         """Loss of one training batch: HR (B,3,H,W) noised to ``gamma`` (B,) with ``noise``; the UNet output is
-        compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2."""
-        out = self(q_sample(hr, gamma, noise), gamma, condition)
+        compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2.
+        ``input_noise``: the noise that forms the UNet's input instead of ``noise`` (the target keeps ``noise``):
+        input perturbation, Ning et al. 2023, against the sampler's exposure bias."""
+        x_t = q_sample(hr, gamma, noise if input_noise is None else input_noise)
+        out = self(x_t, gamma, condition)
         clean = hr - condition if self.residual else hr
         target = training_target(self.prediction, clean, noise, gamma, self.sigma_data)
         err = (out - target).abs() if loss == "l1" else (out - target).square()
