@@ -56,16 +56,36 @@ def test_an_untrained_residual_x0_model_returns_its_prior(condition):
     torch.testing.assert_close(sample, cond.clamp(-1, 1), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("sigma_data", [0.05, 0.1])
+def test_an_untrained_edm_residual_model_samples_the_prior_plus_residual_scale_noise(sigma_data):
+    """With a zero UNet output, EDM's preconditioned denoiser is the exact posterior mean of a residual
+    ~ N(0, sigma_data^2): the deterministic sampler maps the starting noise to prior + that residual noise."""
+    module = DiffusionModule(operator_args=OPERATOR, prediction="edm", residual=True, sigma_data=sigma_data,
+                             clip_denoised=False, **{**UNET, "timesteps": 200})  # fmt: skip
+    module.eval()
+    lr = _lr()
+    cond, _ = module.model.condition(lr, (16, 16))
+    sample = module.model.sample(lr, (16, 16), steps=40, seed=3)
+    spread = (sample - cond).std().item()
+    assert 0.8 * sigma_data < spread < 1.2 * sigma_data, spread
+
+
 def test_residual_needs_an_image_condition():
     with pytest.raises(ValueError, match="residual=True needs an image condition"):
         DiffusionModule(operator_args=OPERATOR, condition="encoder", residual=True, **UNET)
 
 
-@pytest.mark.parametrize(("prediction", "residual"), [("eps", False), ("v", True)])
-def test_test_predict_and_upscale_give_the_same_sample(prediction, residual, tmp_path, capsys):
+@pytest.mark.parametrize(("prediction", "residual", "sigma_data"), [("eps", False, None), ("v", True, None),
+                                                                   ("edm", True, 0.2)])  # fmt: skip
+def test_test_predict_and_upscale_give_the_same_sample(prediction, residual, sigma_data, tmp_path, capsys):
     torch.manual_seed(1)
     module = DiffusionModule(
-        operator_args=OPERATOR, prediction=prediction, residual=residual, seed=5, **UNET
+        operator_args=OPERATOR,
+        prediction=prediction,
+        residual=residual,
+        sigma_data=sigma_data,
+        seed=5,
+        **UNET,
     ).eval()
     with torch.no_grad():
         for p in module.unet.out_conv.parameters():  # a residual model starts at zero: make it do something
