@@ -325,3 +325,26 @@ def test_band_tables_are_exact_and_bounded(monkeypatch, size, tables):
     lifter = chunked._Lift(model, lr_features(feat, cell, model.lift), band, 10**6, 1, "table")
     with pytest.raises(RuntimeError, match=r"(?i)index"):  # "Index 0 of input..." or "i < index_size"
         lifter.points(neighbours(lr_features(feat, cell, model.lift), coord[:, :64]))
+
+
+def test_a_chunk_covering_the_image_keeps_activations(monkeypatch):
+    """chunk >= the image's points: each piece is lifted once (activations kept across the passes); a smaller
+    chunk lifts every piece again in each pass (memory bounded by the chunk). Same numbers either way."""
+    model, lr = tiny(), lr_image(1, 15, 12)
+    coord = _grid((40, 30)).reshape(1, -1, 2)
+    cell = torch.tensor([[2 / 40, 2 / 30]])
+    monkeypatch.setattr(chunked, "PIECE_POINTS", 256)
+    calls = []
+    real = chunked.lift_direct
+    monkeypatch.setattr(chunked, "lift_direct", lambda *a: calls.append(1) or real(*a))
+    pieces = -(-coord.shape[1] // 256)
+    with torch.no_grad():
+        feat = model.encode(lr)
+        ref = model.reference(feat, lr, coord, cell)
+        outs = {}
+        for chunk in (coord.shape[1], coord.shape[1] - 1):
+            calls.clear()
+            outs[chunk] = chunked.evaluate(model, feat, lr, coord, cell, chunk=chunk, lift="direct")
+            assert len(calls) == (pieces if chunk == coord.shape[1] else (len(model.blocks) + 1) * pieces)
+    for out in outs.values():
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
