@@ -41,6 +41,7 @@ VARIANTS = {
     "edm": {"prediction": "edm", "residual": False},
     "x0_res_lr5e-5": {"prediction": "x0", "residual": True, "lr_schedule": "[5.0e-5]"},
     "x0_res_ip": {"prediction": "x0", "residual": True, "input_perturbation": 0.1},
+    "x0_res_minsnr": {"prediction": "x0", "residual": True, "loss_weighting": "min_snr"},
 }
 
 
