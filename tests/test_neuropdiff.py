@@ -68,6 +68,8 @@ def test_an_untrained_edm_residual_model_samples_the_prior_plus_residual_scale_n
     sample = module.model.sample(lr, (16, 16), steps=40, seed=3)
     spread = (sample - cond).std().item()
     assert 0.8 * sigma_data < spread < 1.2 * sigma_data, spread
+    with pytest.raises(ValueError, match="sigma_data must be > 0"):  # at start-up, not in the first step
+        DiffusionModule(operator_args=OPERATOR, prediction="edm", sigma_data=0.0, **UNET)
 
 
 def test_residual_needs_an_image_condition():

@@ -32,6 +32,7 @@ from neurop_diff.diffusion.schedule import _per_item
 __all__ = [
     "LossWeighting",
     "Prediction",
+    "check_sigma_data",
     "eps_from_x0",
     "loss_weight",
     "to_eps",
@@ -73,7 +74,7 @@ def training_target(
         return x0
     g, s = _gs(gamma, x0)
     if prediction == "edm":
-        d = _positive(sigma_data)
+        d = check_sigma_data(sigma_data)
         return (s * x0 - d * d * g * eps) / (d * (s * s + g * g * d * d) ** 0.5)
     return g * eps - s * x0
 
@@ -93,13 +94,14 @@ def to_x0(
     if prediction == "eps":
         return (x_t - s * out) / g
     if prediction == "edm":
-        d = _positive(sigma_data)
+        d = check_sigma_data(sigma_data)
         norm = s * s + g * g * d * d
         return (d * d * g) / norm * x_t + (s * d) / norm**0.5 * out
     return g * x_t - s * out
 
 
-def _positive(sigma_data: float) -> float:
+def check_sigma_data(sigma_data: float) -> float:
+    """``sigma_data`` as a float, or a ValueError naming it when it is not > 0."""
     if not sigma_data > 0:
         raise ValueError(f"sigma_data must be > 0 (the edm target's data std), got {sigma_data!r}")
     return float(sigma_data)
@@ -151,6 +153,6 @@ def loss_weight(
     elif prediction == "v":
         w = w / (snr + 1)
     elif prediction == "edm":
-        d2 = _positive(sigma_data) ** 2
+        d2 = check_sigma_data(sigma_data) ** 2
         w = w * d2 / (1 + snr * d2)
     return w.float()

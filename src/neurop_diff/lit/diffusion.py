@@ -49,7 +49,8 @@ class DiffusionModule(SRTask):
             (Karras et al. 2022's preconditioned output: the estimate is x_t at low noise, the UNet a correction).
         residual: the UNet's clean target is HR - condition (the `operator` / `bicubic` conditions): the clean
             estimate is the prior plus a learnt residual; the UNet's last conv starts at zero, so an untrained x0
-            (or v, edm) model returns the prior. No effect with `eps` (see `models.neuropdiff`).
+            model returns the prior (v, edm: the prior plus the noise they have yet to learn to remove). No effect
+            with `eps` (see `models.neuropdiff`).
         sigma_data: the `edm` target's std (None: 0.5, or 0.1 with `residual`).
         base_channels ... dropout: the UNet (defaults: the authors', ~47.5M parameters).
         channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU; 1.15x

@@ -28,6 +28,7 @@ from neurop_diff.diffusion.ksamplers import k_sample
 from neurop_diff.diffusion.parameterisation import (
     LossWeighting,
     Prediction,
+    check_sigma_data,
     eps_from_x0,
     loss_weight,
     to_x0,
@@ -128,9 +129,7 @@ class NeurOpDiff(nn.Module):
             )
         if prediction not in Prediction.__args__:
             raise ValueError(f"prediction must be one of {Prediction.__args__}, got {prediction!r}")
-        sigma_data = (0.1 if residual else 0.5) if sigma_data is None else float(sigma_data)
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0 (the edm target's data std), got {sigma_data}")
+        sigma_data = check_sigma_data((0.1 if residual else 0.5) if sigma_data is None else sigma_data)
         expected = 3 + condition_channels(condition, operator)
         if unet.in_channels != expected:
             raise ValueError(
