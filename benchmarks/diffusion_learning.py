@@ -227,7 +227,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--diversity-images", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "runs/bench_learning"))
-    parser.add_argument("--docs", default=str(REPO / "docs"))
+    parser.add_argument(
+        "--docs",
+        default=None,
+        help="folder for the report and figure (default: --out; docs/ holds the curated page)",
+    )
     parser.add_argument("--configs", default=str(REPO / "configs"), help="folder of the small configs")
     parser.add_argument("--resume", action="store_true", help="keep the variants already in OUT/results.json")
     args = parser.parse_args()
@@ -245,7 +249,7 @@ def main() -> None:
         results[name] = {"curve": curve(run), "detail": diversity_and_detail(args, run)}
         saved.write_text(json.dumps({"results": results, "seconds": seconds}, indent=1))
     text = report(args, results, seconds)
-    docs = Path(args.docs)
+    docs = Path(args.docs or args.out)
     figure(results, docs / "diffusion_learning.png")
     (docs / "diffusion_learning.md").write_text(
         "# Diffusion learning benchmark\n\n`python benchmarks/diffusion_learning.py "
