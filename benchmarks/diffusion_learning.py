@@ -1,23 +1,25 @@
-"""Does the diffusion stage learn? Every parameterisation trained for the same budget, with learning curves.
+"""Does the diffusion stage learn, and does it add the right detail? Parameterisations trained for one budget,
+evaluated with distortion and realism measures at several checkpoints and sampler lengths.
 
-    python benchmarks/diffusion_learning.py --steps 1500 --eval-every 300 --root ../shared/data/rsscn7
+    python benchmarks/diffusion_learning.py --phase train --variants x0_res eps     # one training process
+    python benchmarks/diffusion_learning.py --phase eval                             # every saved checkpoint
+    python benchmarks/diffusion_learning.py --phase report                           # table + figures
 
 At the demo's size (RSSCN7 at 96 px, the demo's operator: `configs/operator_small.yaml`, 600 steps; the demo's
 UNet: `configs/diffusion_small.yaml`, batch 8, EMA 0.99), each variant is trained with the documented CLI for the
-same number of optimizer steps (the budget is given in steps so the result does not depend on the load of the
-machine; the seconds per step are measured and printed). Every `--eval-every` steps the run validates with the
-default sampler (DDIM, 20 steps, EMA weights) on `--val-images` val images at x2, x4, x8 through `SRMetrics`, with
-the bicubic and operator rows beside it. At the end: sample diversity (mean per-pixel std over 4 seeds, [0, 1]
-units) and how much detail each sample adds (high-frequency share of spectral energy above half Nyquist; the
-PSNR of the high-pass band against HR's). Writes `docs/diffusion_learning.md` and `docs/diffusion_learning.png`.
+same number of optimizer steps (given in steps so the result does not depend on the machine's load; the seconds
+per step are printed). A checkpoint (EMA weights) is kept every `--eval-every` steps. The eval phase samples every
+checkpoint on `--val-images` val images at x2, x4, x8 with DDIM (trailing spacing unless the variant says
+otherwise) at each of `--ddim-steps`, from the same seeded noise, and measures PSNR and SSIM (RGB, no crop, 8-bit
+quantised), LR-PSNR, SWD of Laplacian patches (l0..l2, x1e3) and LSD-hi (evaluation/realism.py), with bicubic and
+the operator beside them, plus the seed spread (`--seeds` samples) at the last checkpoint. Two training processes
+of one thread each can run side by side (`--threads 1`); every phase writes into `--out`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import platform
 import time
@@ -29,27 +31,31 @@ from neurop_diff.cli import main as neurop_diff
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (2, 4, 8)
-#: name -> DiffusionModule options.
+#: The new defaults of every variant unless it says otherwise.
+CORE = {"noise_embedding": "log_sigma", "level_sampling": "lognormal", "spacing": "trailing"}
+#: name -> DiffusionModule options (on top of CORE).
 VARIANTS = {
     "eps": {"prediction": "eps", "residual": False},
-    "v": {"prediction": "v", "residual": False},
     "x0_res": {"prediction": "x0", "residual": True},
     "v_res": {"prediction": "v", "residual": True},
-    "eps_res": {"prediction": "eps", "residual": True},
-    "x0": {"prediction": "x0", "residual": False},
     "edm_res": {"prediction": "edm", "residual": True},
-    "edm": {"prediction": "edm", "residual": False},
-    "x0_res_lr5e-5": {"prediction": "x0", "residual": True, "lr_schedule": "[5.0e-5]"},
-    "x0_res_ip": {"prediction": "x0", "residual": True, "input_perturbation": 0.1},
-    "x0_res_minsnr": {"prediction": "x0", "residual": True, "loss_weighting": "min_snr"},
-}
+    # The probe's recipe: SR3 levels drawn per image instead of the log-normal ones.
+    "x0_res_sr3": {"prediction": "x0", "residual": True, "level_sampling": "sr3"},
+    # Before this work: SR3's gamma embedding and leading spacing.
+    "x0_res_old": {"prediction": "x0", "residual": True, "noise_embedding": "sr3", "level_sampling": "sr3",
+                   "spacing": "leading"},
+}  # fmt: skip
+
+
+def options(name: str) -> dict:
+    return {**CORE, **VARIANTS[name]}
 
 
 def data_args(args: argparse.Namespace) -> list[str]:
     return [
         f"--data.init_args.root={args.root}",
         "--data.init_args.dataset=rsscn7",
-        f"--data.init_args.max_eval_images={args.val_images}",
+        "--data.init_args.max_eval_images=8",
         f"--data.init_args.val_scales=[{', '.join(map(str, SCALES))}]",
     ]
 
@@ -68,196 +74,227 @@ def train_operator(args: argparse.Namespace) -> Path:
     return ckpt
 
 
-def train_variant(args: argparse.Namespace, name: str, operator: Path) -> tuple[Path, float]:
-    """Fits one variant; returns its run folder and the wall-clock seconds of the fit."""
-    run = Path(args.out) / "diffusion" / name
-    opts = [f"--model.init_args.{k}={str(v).lower()}" for k, v in VARIANTS[name].items()]
+def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
+    """Fits one variant (a checkpoint every `eval_every` steps); returns the seconds per step of the fit."""
+    opts = [f"--model.init_args.{k}={str(v).lower()}" for k, v in options(name).items()]
     start = time.perf_counter()
     neurop_diff([
         "fit", "--config", str(Path(args.configs) / "diffusion_small.yaml"), *data_args(args), *opts,
-        f"--model.init_args.operator_ckpt={operator}",
-        f"--model.init_args.sampling_steps={args.sampling_steps}",
+        f"--model.init_args.operator_ckpt={operator}", "--model.init_args.sampling_steps=20",
         f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.eval_every}",
         f"--trainer.logger.init_args.save_dir={args.out}", "--trainer.logger.init_args.name=diffusion",
         f"--trainer.logger.init_args.version={name}", "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.filename={step}", "--trainer.callbacks.save_top_k=-1",
+        f"--trainer.callbacks.every_n_train_steps={args.eval_every}",
     ])  # fmt: skip
-    return run, time.perf_counter() - start
+    return (time.perf_counter() - start) / args.steps
 
 
-def curve(run: Path) -> list[dict[str, float]]:
-    """Validation rows of a run's CSV log: step and every val/* metric."""
-    rows = []
-    with (run / "metrics.csv").open() as f:
-        for row in csv.DictReader(f):
-            vals = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
-            if vals:
-                rows.append({"step": float(row["step"]) + 1, **vals})
-    return rows
-
-
-@torch.no_grad()
-def diversity_and_detail(args: argparse.Namespace, run: Path) -> dict[str, float]:
-    """Mean per-pixel std over seeds at x4 and the high-frequency figures of sample, operator and HR."""
+def val_batches(args: argparse.Namespace) -> dict[int, dict]:
+    """The val images at every scale, as the datamodule makes them (HR 96 px, LR by its degradation)."""
     from neurop_diff.data import SRDataModule
-    from neurop_diff.lit import DiffusionModule
 
-    try:
-        from neurop_diff.evaluation.detail import hf_share
-    except ImportError:  # older trees: no detail measure
-        hf_share = None
-    module = DiffusionModule.load_from_checkpoint(
-        run / "checkpoints" / "last.ckpt", map_location="cpu"
-    ).eval()
-    dm = SRDataModule(
-        dataset="rsscn7", root=args.root, hr_size=96, mode="full", val_scales=[4],
-        max_eval_images=args.diversity_images, eval_batch_size=args.diversity_images, num_workers=0,
-    )  # fmt: skip
-    dm.setup("validate")
-    batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
-    lr, hr = batch["lr"], batch["hr"]
-    size = tuple(hr.shape[-2:])
-    cond = module.model.condition(lr, size)
-    samples = torch.stack([
-        module.model.sample(lr, size, steps=args.sampling_steps, seed=s, condition=cond)
-        for s in range(args.seeds)
-    ])  # fmt: skip
-    out = {"std": float(((samples + 1) / 2).std(0).mean())}
-    if hf_share is not None:
-        to01 = lambda x: ((x.clamp(-1, 1) + 1) / 2).float()  # noqa: E731
-        out["hf_sample"] = float(hf_share(to01(samples[0])).mean())
-        out["hf_operator"] = float(hf_share(to01(cond[1])).mean()) if cond[1] is not None else float("nan")
-        out["hf_hr"] = float(hf_share(to01(hr)).mean())
+    out = {}
+    for s in SCALES:
+        dm = SRDataModule(
+            dataset="rsscn7", root=args.root, hr_size=96, mode="full", val_scales=[s],
+            max_eval_images=args.val_images, eval_batch_size=args.val_images, num_workers=0,
+        )  # fmt: skip
+        dm.setup("validate")
+        out[s] = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     return out
 
 
-def first_beat(rows: list[dict[str, float]], key: str, ref: str) -> str:
-    """The first evaluated step where `key` beats `ref` at every scale, else a log-linear extrapolation."""
-    for r in rows:
-        if all(r.get(f"{key}_x{s}", -1) > r.get(f"{ref}_x{s}", math.inf) for s in SCALES):
-            return f"{int(r['step'])}"
-    if len(rows) < 2:
-        return "not reached"
-    worst = [min(r[f"{key}_x{s}"] - r[f"{ref}_x{s}"] for s in SCALES) for r in rows]
-    a, b = rows[-2], rows[-1]
-    slope = (worst[-1] - worst[-2]) / (math.log(b["step"]) - math.log(a["step"]))
-    if slope <= 0:
-        return f"not reached (gap {worst[-1]:.2f} dB, not closing)"
-    return (
-        f"not reached; extrapolated ~{int(b['step'] * math.exp(-worst[-1] / slope))} (gap {worst[-1]:.2f} dB)"
+def measures(sr: torch.Tensor, batch: dict, scale: float) -> dict[str, float]:
+    """Set means of every measure for SR (B, 3, H, W) in [-1, 1] against the batch's HR and LR."""
+    from neurop_diff.evaluation.convention import (
+        MetricConvention,
+        psnr_per_image,
+        quantize,
+        ssim_per_image,
+        to_unit,
     )
+    from neurop_diff.evaluation.realism import lr_psnr, lsd_hi, swd
+
+    conv = MetricConvention()
+    pred, target = conv.prepare(sr, scale), conv.prepare(batch["hr"], scale)
+    out = {
+        "psnr": float(psnr_per_image(pred, target).mean()),
+        "ssim": float(ssim_per_image(pred, target).mean()),
+        # of the 8-bit SR (what a saved file holds), as SRMetrics does
+        "lr_psnr": float(lr_psnr(quantize(to_unit(sr)) * 2 - 1, batch["lr"]).clamp(max=100).mean()),
+        "lsd_hi": float(lsd_hi(pred, target).mean()),
+    }
+    out.update({k: float(v) for k, v in swd(pred, target).items()})
+    return out
 
 
-def report(args: argparse.Namespace, results: dict[str, dict], seconds: dict[str, float]) -> str:
+@torch.no_grad()
+def evaluate(args: argparse.Namespace) -> dict:
+    from neurop_diff.lit import DiffusionModule
+
+    batches = val_batches(args)
+    path = Path(args.out, "eval.json")
+    results = json.loads(path.read_text()) if path.is_file() else {"refs": {}, "runs": {}}
+    for name in args.variants:
+        found = Path(args.out, "diffusion", name, "checkpoints").glob("step=*.ckpt")
+        ckpts = sorted(found, key=lambda p: int(p.stem.split("=")[1].split("-")[0]))
+        for ckpt in ckpts:
+            step = int(ckpt.stem.split("=")[1].split("-")[0])
+            key = f"{name}@{step}"
+            if key in results["runs"]:
+                continue
+            model = DiffusionModule.load_from_checkpoint(ckpt, map_location="cpu").eval().model
+            spacing = options(name)["spacing"]
+            row: dict = {}
+            for s, batch in batches.items():
+                size = tuple(batch["hr"].shape[-2:])
+                cond = model.condition(batch["lr"], size)
+                if not results["refs"].get(f"x{s}"):
+                    bic = torch.nn.functional.interpolate(batch["lr"], size=size, mode="bicubic").clamp(-1, 1)
+                    results["refs"][f"x{s}"] = {"bicubic": measures(bic, batch, s),
+                                                "operator": measures(cond[1], batch, s)}  # fmt: skip
+                for k in args.ddim_steps:
+                    t = time.perf_counter()
+                    sr = model.sample(batch["lr"], size, steps=k, spacing=spacing, seed=0, condition=cond)
+                    row[f"x{s}_ddim{k}"] = {**measures(sr, batch, s), "s_per_image": (time.perf_counter() - t)
+                                            / len(sr)}  # fmt: skip
+                if ckpt == ckpts[-1] and args.seeds > 1:
+                    from neurop_diff.evaluation.realism import seed_std
+
+                    k = max(args.ddim_steps)
+                    draws = [model.sample(batch["lr"], size, steps=k, spacing=spacing, seed=j, condition=cond)
+                             for j in range(args.seeds)]  # fmt: skip
+                    row[f"x{s}_seed_std"] = float(seed_std(torch.stack(draws)).mean())
+            results["runs"][key] = row
+            path.write_text(json.dumps(results, indent=1))
+            print(f"evaluated {key}: " + ", ".join(
+                f"x{s} PSNR {row[f'x{s}_ddim{max(args.ddim_steps)}']['psnr']:.2f}" for s in SCALES))  # fmt: skip
+    return results
+
+
+def report(args: argparse.Namespace, results: dict) -> str:
+    refs, runs = results["refs"], results["runs"]
+    k = max(args.ddim_steps)
     lines = [
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f}.",
-        f"Budget: {args.steps} optimizer steps per variant (batch 8, 96 px RSSCN7, EMA 0.99), evaluated every "
-        f"{args.eval_every} steps on {args.val_images} val images, DDIM {args.sampling_steps} steps, eta 0.",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}.",
+        f"{args.val_images} val images per scale (96 px RSSCN7), DDIM from seed 0, metrics RGB / no crop / 8-bit.",
         "",
-        "| variant | step | " + " | ".join(f"PSNR x{s}" for s in SCALES) + " | "
-        + " | ".join(f"SSIM x{s}" for s in SCALES) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in SCALES * 2) + " |",
+        "| variant | step | DDIM | PSNR x2 / x4 / x8 | LR-PSNR x2 / x4 / x8 | SWD-l0 x2 / x4 / x8 | LSD-hi x2 / x4 / x8 "
+        "| SWD-l0 / LSD-hi vs operator, x4 |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
-    any_rows = next(iter(results.values()))["curve"]
-    last = any_rows[-1]
+
+    def cells(get) -> list[str]:
+        return [" / ".join(f"{get(s, m):.{d}f}" for s in SCALES) for m, d in
+                (("psnr", 2), ("lr_psnr", 1), ("swd_l0", 1), ("lsd_hi", 2))]  # fmt: skip
+
     for ref in ("bicubic", "operator"):
         lines.append(
-            f"| {ref} | | " + " | ".join(f"{last[f'val/psnr_{ref}_x{s}']:.2f}" for s in SCALES) + " | "
-            + " | ".join(f"{last[f'val/ssim_{ref}_x{s}']:.4f}" for s in SCALES) + " |"
-        )  # fmt: skip
-    for name, res in results.items():
-        for r in res["curve"]:
+            f"| {ref} | | | " + " | ".join(cells(lambda s, m, ref=ref: refs[f"x{s}"][ref][m])) + " | |"
+        )
+    for key, row in runs.items():
+        name, step = key.split("@")
+        for n in args.ddim_steps:
+            if f"x2_ddim{n}" not in row:
+                continue
+            r4 = row[f"x4_ddim{n}"]
+            o4 = refs["x4"]["operator"]
+            rel = f"{r4['swd_l0'] / o4['swd_l0']:.2f}x / {r4['lsd_hi'] / o4['lsd_hi']:.2f}x"
             lines.append(
-                f"| {name} | {int(r['step'])} | " + " | ".join(f"{r[f'val/psnr_x{s}']:.2f}" for s in SCALES)
-                + " | " + " | ".join(f"{r[f'val/ssim_x{s}']:.4f}" for s in SCALES) + " |"
+                f"| {name} | {step} | {n} | " + " | ".join(cells(lambda s, m, row=row, n=n: row[f"x{s}_ddim{n}"][m]))
+                + f" | {rel} |"
             )  # fmt: skip
-    lines += ["", "| variant | s/step (fit incl. val) | first step beating bicubic (PSNR) | x4 SSIM vs operator "
-              "| seed std x4 | HF share sample / operator / HR |", "| --- | ---: | --- | ---: | ---: | --- |"]  # fmt: skip
-    for name, res in results.items():
-        c = res["curve"]
-        gap = c[-1]["val/ssim_x4"] - c[-1]["val/ssim_operator_x4"]
-        d = res["detail"]
-        hf = (
-            f"{d['hf_sample']:.4f} / {d['hf_operator']:.4f} / {d['hf_hr']:.4f}" if "hf_sample" in d else "n/a"
-        )
-        lines.append(
-            f"| {name} | {seconds[name] / args.steps:.2f} | {first_beat(c, 'val/psnr', 'val/psnr_bicubic')} "
-            f"| {gap:+.4f} | {d['std']:.4f} | {hf} |"
-        )
+    lines += ["", f"Seed spread (mean per-pixel std over {args.seeds} seeds, DDIM {k}, last checkpoint):", ""]
+    for key, row in runs.items():
+        if "x2_seed_std" in row:
+            lines.append(f"- {key}: " + ", ".join(f"x{s} {row[f'x{s}_seed_std']:.4f}" for s in SCALES))
     return "\n".join(lines)
 
 
-def figure(results: dict[str, dict], path: Path) -> None:
+def figure(args: argparse.Namespace, results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(SCALES), figsize=(4.2 * len(SCALES), 7), squeeze=False)
-    last = next(iter(results.values()))["curve"][-1]
+    refs, runs = results["refs"], results["runs"]
+    k = max(args.ddim_steps)
+    fig, axes = plt.subplots(3, len(SCALES), figsize=(4.4 * len(SCALES), 10), squeeze=False)
+    names = sorted({key.split("@")[0] for key in runs})
     for j, s in enumerate(SCALES):
-        for i, metric in enumerate(("psnr", "ssim")):
+        for i, metric in enumerate(("psnr", "swd_l0")):
             ax = axes[i][j]
-            for name, res in results.items():
-                c = res["curve"]
-                ax.plot([r["step"] for r in c], [r[f"val/{metric}_x{s}"] for r in c], marker="o", label=name)
+            for name in names:
+                pts = sorted((int(key.split("@")[1]), row[f"x{s}_ddim{k}"][metric])
+                             for key, row in runs.items() if key.split("@")[0] == name)  # fmt: skip
+                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
             for ref, style in (("bicubic", ":"), ("operator", "--")):
-                ax.axhline(last[f"val/{metric}_{ref}_x{s}"], color="k", ls=style, lw=1, label=ref)
-            ax.set_title(f"{metric.upper()} x{s}")
+                ax.axhline(refs[f"x{s}"][ref][metric], color="k", ls=style, lw=1, label=ref)
+            ax.set_title(f"{'PSNR (dB)' if metric == 'psnr' else 'SWD-l0 (x1e3)'} x{s}, DDIM {k}")
             ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax = axes[2][j]  # perception-distortion plane at the last checkpoint of each variant
+        for name in names:
+            last = max((key for key in runs if key.split("@")[0] == name), key=lambda q: int(q.split("@")[1]))
+            pts = [(runs[last][f"x{s}_ddim{n}"]["swd_l0"], runs[last][f"x{s}_ddim{n}"]["psnr"])
+                   for n in args.ddim_steps if f"x{s}_ddim{n}" in runs[last]]  # fmt: skip
+            ax.plot(
+                *zip(*pts, strict=True),
+                marker="o",
+                label=f"{name} (DDIM {'/'.join(map(str, args.ddim_steps))})",
+            )
+        for ref, mk in (("bicubic", "s"), ("operator", "D")):
+            ax.scatter(
+                refs[f"x{s}"][ref]["swd_l0"], refs[f"x{s}"][ref]["psnr"], marker=mk, color="k", label=ref
+            )
+        ax.set_xlabel("SWD-l0 (x1e3, lower = closer to HR's detail)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"perception-distortion x{s}, last step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    axes[2][0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--phase", choices=["train", "eval", "report", "all"], default="all")
     parser.add_argument("--root", default=str(REPO.parent / "shared/data/rsscn7"))
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per variant (the budget)")
-    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per variant (the budget)")
+    parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--operator-steps", type=int, default=600, help="the demo's operator budget")
-    parser.add_argument(
-        "--variants", nargs="+", default=["eps", "v", "x0_res", "v_res"], choices=list(VARIANTS)
-    )
-    parser.add_argument("--val-images", type=int, default=16)
-    parser.add_argument("--sampling-steps", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", default=["eps", "x0_res", "v_res", "edm_res"],
+                        choices=list(VARIANTS))  # fmt: skip
+    parser.add_argument("--val-images", type=int, default=32)
+    parser.add_argument("--ddim-steps", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--diversity-images", type=int, default=8)
-    parser.add_argument("--out", default=str(REPO / "runs/bench_learning"))
     parser.add_argument(
-        "--docs",
-        default=None,
-        help="folder for the report and figure (default: --out; docs/ holds the curated page)",
+        "--threads", type=int, default=None, help="torch threads (two 1-thread runs side by side)"
     )
+    parser.add_argument("--out", default=str(REPO / "runs/bench_learning"))
     parser.add_argument("--configs", default=str(REPO / "configs"), help="folder of the small configs")
-    parser.add_argument("--resume", action="store_true", help="keep the variants already in OUT/results.json")
     args = parser.parse_args()
-    operator = train_operator(args)
-    results, seconds = {}, {}
-    saved = Path(args.out, "results.json")
-    if args.resume and saved.is_file():
-        old = json.loads(saved.read_text())
-        results = {k: v for k, v in old["results"].items() if k in args.variants}
-        seconds = {k: v for k, v in old["seconds"].items() if k in results}
-    for name in args.variants:
-        if name in results:
-            continue
-        run, seconds[name] = train_variant(args, name, operator)
-        results[name] = {"curve": curve(run), "detail": diversity_and_detail(args, run)}
-        saved.write_text(json.dumps({"results": results, "seconds": seconds}, indent=1))
-    text = report(args, results, seconds)
-    docs = Path(args.docs or args.out)
-    figure(results, docs / "diffusion_learning.png")
-    (docs / "diffusion_learning.md").write_text(
-        "# Diffusion learning benchmark\n\n`python benchmarks/diffusion_learning.py "
-        f"--steps {args.steps} --eval-every {args.eval_every} --variants {' '.join(args.variants)}`\n\n"
-        + text
-        + "\n\n![learning curves](diffusion_learning.png)\n"
-    )
-    print(text)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.phase in ("train", "all"):
+        operator = train_operator(args)
+        for name in args.variants:
+            if not Path(args.out, "diffusion", name, "checkpoints", f"step={args.steps}.ckpt").is_file():
+                print(f"{name}: {train_variant(args, name, operator):.2f} s/step (fit incl. validation)")
+    if args.phase in ("eval", "all"):
+        evaluate(args)
+    if args.phase in ("report", "all"):
+        results = json.loads(Path(args.out, "eval.json").read_text())
+        text = report(args, results)
+        figure(args, results, Path(args.out, "diffusion_learning.png"))
+        Path(args.out, "diffusion_learning.md").write_text(text + "\n")
+        print(text)
 
 
 if __name__ == "__main__":

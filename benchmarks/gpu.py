@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from neurop_diff.cli import main as neurop_diff
-from neurop_diff.diffusion.schedule import make_schedule, sample_gamma
+from neurop_diff.diffusion.schedule import make_schedule, sample_levels
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import SRNO
 from neurop_diff.models.unet import UNet
@@ -127,7 +127,7 @@ def speed_rows(args: argparse.Namespace, device: torch.device, compiled: bool) -
         _sync(device)
         start = time.perf_counter()
         with _autocast(device):
-            gamma = sample_gamma(model.schedule, b).to(device)
+            gamma = sample_levels(model.schedule, b, device=device)
             loss = model.training_loss(hr, cond, gamma, torch.randn_like(hr))
         loss.backward()
         opt.step()

@@ -57,9 +57,9 @@ def measure(model: NeurOpDiff, batch: int, args: argparse.Namespace) -> dict[str
     prior_s = _timed(lambda: model.condition(lr, size, with_prior=False))
     cond = model.condition(lr, size, with_prior=False)
     x = torch.randn(batch, 3, *size)
-    gamma = torch.full((batch,), 0.5, dtype=torch.float64)
-    model.denoise(x, gamma, cond[0])  # warm-up
-    step_s = statistics.median(_timed(lambda: model.denoise(x, gamma, cond[0])) for _ in range(args.repeat))
+    gamma = torch.full((batch,), 1.0, dtype=torch.float64)  # VE sigma
+    model.denoised(x, gamma, cond[0])  # warm-up
+    step_s = statistics.median(_timed(lambda: model.denoised(x, gamma, cond[0])) for _ in range(args.repeat))
     with FlopCounterMode(display=False) as counter:
         model.unet(torch.cat([x, cond[0]], 1), gamma.float())
     flops = counter.get_total_flops()

@@ -20,7 +20,7 @@ import time
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from neurop_diff.diffusion.schedule import make_schedule, sample_gamma
+from neurop_diff.diffusion.schedule import make_schedule, sample_levels
 from neurop_diff.lit.base import adam
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import SRNO
@@ -36,7 +36,7 @@ def step_parts(model: NeurOpDiff, opt, ema, batch: int, g: torch.Generator) -> d
     start = time.perf_counter()
     cond, _ = model.condition(lr, (256, 256), with_prior=False)
     t["prior"] = time.perf_counter() - start
-    gamma = sample_gamma(model.schedule, batch, generator=g)
+    gamma = sample_levels(model.schedule, batch, generator=g)
     noise = torch.randn(hr.shape, generator=g)
     start = time.perf_counter()
     loss = model.training_loss(hr, cond, gamma, noise)

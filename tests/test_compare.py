@@ -391,7 +391,20 @@ def test_compare_a_real_test_run(real_run, tmp_path, capsys):
         lpips["operator (srno)"] == ["-", "-", "-"]
         and lpips["diffusion (x0, residual, condition operator)"][0] == "0.1200"
     )
-    assert png_size(out / "metrics_vs_scale.png") == tuple(round(100 * v) for v in figure_size(3, 3))
+    # the real run recorded the realism measures: LR-PSNR, SWD-l0 and LSD-hi are tabulated by default
+    # beside PSNR / SSIM / LPIPS ('-' for the run whose csv has no such column); no seed spread (one sample)
+    assert [m for m in ("LR-PSNR (dB)", "SWD l0 (x1e3)", "LSD-hi (dB)", "Seed std") if f"## {m}" in md] == [
+        "LR-PSNR (dB)",
+        "SWD l0 (x1e3)",
+        "LSD-hi (dB)",
+    ]
+    swd0 = {cells(r)[0]: cells(r)[2:] for r in table(md, "SWD l0 (x1e3) (lower is better)")}
+    real_swd = {r["scale"]: float(r["swd_l0"]) for r in real if r["method"] == "operator"}
+    assert [c.strip("*") for c in swd0["operator (srno)"]] == [
+        f"{real_swd[s]:.2f}" for s in ("2", "2.5", "9")
+    ]
+    assert swd0["diffusion (x0, residual, condition operator)"] == ["-", "-", "-"]
+    assert png_size(out / "metrics_vs_scale.png") == tuple(round(100 * v) for v in figure_size(6, 3))
     assert {p.name for p in out.iterdir()} == {
         "comparison.md",
         "comparison.csv",
@@ -448,3 +461,52 @@ def test_cli_paper_block_follows_the_runs_dataset(two_runs, tmp_path, capsys):
     assert psnr["*NeurOp-Diff (paper, Table 1)*"] == ["-", "27.74"]  # the runs are on RSSCN7
     assert psnr["diffusion (x0, residual, condition operator)"] == ["29.10", "**26.50**"]
     assert "| method | from | x2.5 | x4 |" in printed and not (tmp_path / "cmp" / "wandb").exists()
+
+
+REALISM_COLS = ("lr_psnr", "swd_l0", "swd_l1", "swd_l2", "lsd_hi", "seed_std")
+
+
+def add_realism(run: Path, values: dict[str, dict[float, tuple]]) -> Path:
+    """Rewrite a run's metrics.csv with the realism columns: {method: {scale: 6 values (None = empty)}}."""
+    path = run / "results" / "test" / "metrics.csv"
+    old = list(csv.DictReader(path.open()))
+    cols = [*list(old[0])[:-2], *REALISM_COLS, "n_images", "convention"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in old:
+            v = values.get(r["method"], {}).get(float(r["scale"]), (None,) * 6)
+            w.writerow({**r, **{k: "" if x is None else x for k, x in zip(REALISM_COLS, v, strict=True)}})
+    return run
+
+
+def test_old_results_without_realism_columns_load_beside_new_ones(two_runs, tmp_path):
+    old = build_comparison(load_runs([str(p) for p in two_runs]))
+    assert old.metrics == ["psnr", "ssim", "lpips"]  # csvs written before the realism measures
+    assert all(r[k] is None for run in old.runs for r in run.rows for k in REALISM_COLS)
+    diff, op = two_runs
+    add_realism(
+        diff,
+        {
+            "diffusion": {s: (44.0 - s, 80.0 + s, 9.0, 1.0, 3.0 + s / 10, 0.02) for s in DIFFUSION},
+            "operator": {s: (50.0 - s, 300.0 + s, 20.0, 2.0, 12.0, None) for s in CONDITION},
+            "bicubic": {s: (40.0, 500.0, 90.0, 9.0, 15.0, None) for s in BICUBIC},
+        },
+    )
+    c = build_comparison(load_runs([str(diff), str(op)]))
+    assert c.metrics == ["psnr", "ssim", "lpips", "lr_psnr", "swd_l0", "lsd_hi", "seed_std"]
+    md = comparison_markdown(c)
+    name = "diffusion (x0, residual, condition operator)"
+    swd0 = {cells(r)[0]: cells(r)[2:] for r in table(md, "SWD l0 (x1e3) (lower is better)")}
+    assert swd0[name] == ["**82.00**", "**82.50**", "**84.00**", "**89.00**"]  # the lowest is best
+    assert swd0["operator (srno)"] == ["-", "-", "-", "-"]  # its csv has no such column
+    lr = {cells(r)[0]: cells(r)[2:] for r in table(md, "LR-PSNR (dB)")}
+    assert lr[f"operator (condition of {c.runs[0].label})"][0] == "**48.00**"  # the highest is best
+    spread = {cells(r)[0]: cells(r)[2:] for r in table(md, "Seed std (spread over seeds; no best)")}
+    assert spread[name] == ["0.0200"] * 4 and "**" not in "".join(v for x in spread.values() for v in x)
+    out = tmp_path / "cmp"
+    main(["compare", str(diff), str(op), "--out", str(out), "--no-wandb", "--metric", "psnr", "swd_l2"])
+    back = read_comparison_csv(out / "comparison.csv")
+    assert {r["metric"] for r in back} == {"psnr", "swd_l2"}
+    l2 = next(r for r in back if r["metric"] == "swd_l2" and r["method"] == name)
+    assert l2["values"] == {2.0: 1.0, 2.5: 1.0, 4.0: 1.0, 9.0: 1.0} and l2["best"] == {2.0, 2.5, 4.0, 9.0}

@@ -88,7 +88,7 @@ def assert_same_results(ddp: Path, single: Path, methods: set[str]) -> None:
     single_by_key = {key(r): r for r in rows_single}
     assert set(single_by_key) == set(keys)
     for r in rows_ddp:
-        for metric in ("psnr", "ssim", "hf_share", "hf_share_hr", "hf_psnr", "hf_ssim"):
+        for metric in ("psnr", "ssim", "hf_share", "hf_share_hr", "hf_psnr", "hf_ssim", "lr_psnr", "lsd_hi"):
             assert float(r[metric]) == pytest.approx(float(single_by_key[key(r)][metric]), rel=1e-4, abs=1e-5)
     summary_ddp, summary_single = read_csv(ddp / "metrics.csv"), read_csv(single / "metrics.csv")
     assert len(summary_ddp) == len(summary_single) == len(methods) * len(SCALES)
@@ -97,6 +97,8 @@ def assert_same_results(ddp: Path, single: Path, methods: set[str]) -> None:
         assert int(a["n_images"]) == N_EVAL
         assert float(a["psnr"]) == pytest.approx(float(b["psnr"]), rel=1e-5)
         assert float(a["hf_share"]) == pytest.approx(float(b["hf_share"]), rel=1e-5)
+        for metric in ("swd_l0", "swd_l1", "swd_l2"):  # set-level: gathered descriptors, the same set
+            assert float(a[metric]) == pytest.approx(float(b[metric]), rel=1e-4)
 
 
 @pytest.mark.slow

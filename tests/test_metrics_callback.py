@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from conftest import make_alexnet_file
 from neurop_diff.callbacks import SRMetrics
 from neurop_diff.evaluation import lpips as lp
-from neurop_diff.evaluation.convention import ssim_per_image
+from neurop_diff.evaluation.convention import MetricConvention, quantize, ssim_per_image, to_unit
+from neurop_diff.evaluation.realism import lsd_hi, swd
 from test_detail import numpy_share
 
 H = 32
@@ -285,6 +286,10 @@ def test_test_stage_with_local_lpips_y_channel_and_crop(tmp_path, capsys):
     assert "grids/x2.png" not in cb.results.files
     printed = capsys.readouterr().out
     assert "Y (BT.601)" in printed and "x8 OOD" in printed and str(tmp_path / "res" / "test") in printed
+    assert "| LR-PSNR  SWD-l0  LSD-hi |" in printed  # the realism block of the console table
+    # Y, border crop: x8 leaves 16 px, so the low-pass level (4 px) has no 7x7 patch: no swd_l2 there
+    assert "test/swd_l0_x8" in m and "test/swd_l2_x8" not in m and "test/swd_l2_x2" in m
+    assert {r["scale"]: r["swd_l2"] for r in table if r["method"] == "diffusion"}["8"] == ""
     header = next(line for line in printed.splitlines() if line.startswith("scale"))
     assert header.index("bicubic") < header.index("operator") < header.index("diffusion")
 
@@ -342,3 +347,133 @@ def test_wrong_step_output_is_explained(tmp_path):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SRMetrics(**kwargs)
+
+
+# ---- realism measures (evaluation/realism.py) ----
+
+
+def preds(hr: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "diffusion": (hr + delta(hr, 0.05)).clamp(-1, 1),
+        "operator": (hr + delta(hr, 0.1)).clamp(-1, 1),
+        "bicubic": F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1),
+    }
+
+
+def per_scale() -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """{scale: (hr, lr)} of the four images, in name order."""
+    out = {}
+    for s in SCALES:
+        parts = [b for b in make_batches() if b["nominal_scale"][0] == s]
+        names = [n for b in parts for n in b["name"]]
+        order = sorted(range(len(names)), key=names.__getitem__)
+        out[s] = tuple(torch.cat([b[k] for b in parts])[order] for k in ("hr", "lr"))
+    return out
+
+
+class OneBatchPerScale(FakeData):
+    """The same images and scales, four per batch instead of two, in another order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        merged = []
+        for a, b in zip(self.batches[::2], self.batches[1::2], strict=True):
+            merged.append({k: b[k] + a[k] if k == "name" else torch.cat([b[k], a[k]]) for k in a})
+        self.batches = merged[::-1]
+
+
+def test_realism_keys_values_files_and_batch_independence(tmp_path):
+    cb = SRMetrics(lpips=False, grid_images=0)
+    t = trainer(tmp_path, [cb])
+    t.validate(Tiny(), datamodule=FakeData(), verbose=False)
+    m = {k: v.item() for k, v in t.callback_metrics.items()}
+    conv = MetricConvention()
+    for s, (hr, lr) in per_scale().items():
+        for method, sr in preds(hr, lr).items():
+            tag = "" if method == "diffusion" else f"_{method}"
+            # LR-PSNR of the saved (8-bit) SR: antialiased bicubic to the LR size, clamped, data range 1
+            saved = quantize(to_unit(sr)) * 2 - 1
+            down = F.interpolate(
+                saved, size=lr.shape[-2:], mode="bicubic", antialias=True, align_corners=False
+            )
+            mse = ((down.clamp(-1, 1).double() - lr.double()) / 2).square().mean(dim=(1, 2, 3))
+            assert m[f"val/lr_psnr{tag}_x{fmt(s)}"] == pytest.approx(
+                (-10 * torch.log10(mse)).mean().item(), abs=1e-3
+            )
+            lsd = lsd_hi(conv.prepare(sr, s), conv.prepare(hr, s)).mean().item()
+            assert m[f"val/lsd_hi{tag}_x{fmt(s)}"] == pytest.approx(lsd, abs=1e-4)
+            for k, v in swd(conv.prepare(sr, s), conv.prepare(hr, s)).items():  # the set of the 4 images
+                assert m[f"val/{k}{tag}_x{fmt(s)}"] == pytest.approx(v, rel=1e-5)
+        # the known error pattern of twice the amplitude is farther from HR's patches
+        assert m[f"val/swd_l0_operator_x{fmt(s)}"] > m[f"val/swd_l0_x{fmt(s)}"] > 0
+    # overall: the mean over the scales (4 images each), as if every row carried its set's value
+    assert m["val/swd_l0"] == pytest.approx(np.mean([m[f"val/swd_l0_x{fmt(s)}"] for s in SCALES]), rel=1e-6)
+    assert {"val/lr_psnr", "val/lsd_hi_operator", "val/swd_l2_bicubic"} <= set(m)
+    assert not any("seed_std" in k for k in m)  # the step output gave none
+
+    out = cb.resolve_out_dir(t, "val")
+    table = read_csv(out / "metrics.csv")
+    assert {"lr_psnr", "swd_l0", "swd_l1", "swd_l2", "lsd_hi"} <= set(table[0]) and "seed_std" not in table[0]
+    row = next(r for r in table if r["method"] == "operator" and r["scale"] == "4.1")
+    assert float(row["swd_l0"]) == pytest.approx(m["val/swd_l0_operator_x4.1"], abs=1e-5)
+    per_image = read_csv(out / "per_image.csv")
+    assert {"lr_psnr", "lsd_hi"} <= set(per_image[0]) and not any(k.startswith("swd") for k in per_image[0])
+    md = (out / "metrics.md").read_text()
+    assert "| LR-PSNR (dB) | SWD l0 (x1e3) | SWD l1 (x1e3) | SWD l2 (x1e3) | LSD-hi (dB) |" in md
+    assert cb.results.files["perception_distortion.png"] == out / "perception_distortion.png"
+    assert Image.open(out / "perception_distortion.png").size == (640, 480)
+
+    # Four images per batch in another order: the same numbers (descriptors are per image, sets by name)
+    cb4 = SRMetrics(lpips=False, grid_images=0, write_files=False)
+    t4 = trainer(tmp_path / "b4", [cb4])
+    t4.validate(Tiny(), datamodule=OneBatchPerScale(), verbose=False)
+    m4 = {k: v.item() for k, v in t4.callback_metrics.items()}
+    for k in (k for k in m if any(x in k for x in ("swd", "lr_psnr", "lsd_hi"))):
+        assert m4[k] == pytest.approx(m[k], rel=1e-6), k
+
+
+class WithSeedStd(Tiny):
+    """The own method reports a known seed spread per image: 0.01 for img/a ... 0.04 for img/d."""
+
+    def validation_step(self, batch, batch_idx):
+        spread = torch.tensor([0.01 * (ord(n[-1]) - ord("a") + 1) for n in batch["name"]])
+        return {"sr": self._sr(batch), "seed_std": {"diffusion": spread}}
+
+
+def test_seed_std_from_the_step_output(tmp_path):
+    cb = SRMetrics(lpips=False, grid_images=0)
+    t = trainer(tmp_path, [cb])
+    t.validate(WithSeedStd(), datamodule=FakeData(), verbose=False)
+    m = {k: v.item() for k, v in t.callback_metrics.items()}
+    for s in SCALES:
+        assert m[f"val/seed_std_x{fmt(s)}"] == pytest.approx(0.025, abs=1e-7)
+    assert m["val/seed_std"] == pytest.approx(0.025, abs=1e-7)
+    assert not any(k.startswith(("val/seed_std_operator", "val/seed_std_bicubic")) for k in m)
+    out = cb.resolve_out_dir(t, "val")
+    table = read_csv(out / "metrics.csv")
+    assert {r["method"]: r["seed_std"] for r in table if r["scale"] == "2"} == {
+        "bicubic": "",
+        "operator": "",
+        "diffusion": "0.025",
+    }
+    per_image = read_csv(out / "per_image.csv")
+    assert {
+        r["name"]: r["seed_std"] for r in per_image if r["method"] == "diffusion" and r["scale"] == "8"
+    } == {
+        "img/a": "0.01",
+        "img/b": "0.02",
+        "img/c": "0.03",
+        "img/d": "0.04",
+    }
+
+
+class BadSeedStd(Tiny):
+    def validation_step(self, batch, batch_idx):
+        return {"sr": self._sr(batch), "seed_std": {"diffusion": torch.zeros(3)}}
+
+
+def test_seed_std_of_the_wrong_length_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="seed_std"):
+        trainer(tmp_path, [SRMetrics(lpips=False)]).validate(
+            BadSeedStd(), datamodule=FakeData(), verbose=False
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from neurop_diff.diffusion.ksamplers import run_sampler
 from neurop_diff.diffusion.parameterisation import (
     eps_from_x0,
     loss_weight,
@@ -12,8 +13,8 @@ from neurop_diff.diffusion.parameterisation import (
     to_x0,
     training_target,
 )
-from neurop_diff.diffusion.sampling import ddim_sample, ddpm_sample
-from neurop_diff.diffusion.schedule import make_schedule, q_sample
+from neurop_diff.diffusion.sampling import get_sigmas
+from neurop_diff.diffusion.schedule import gamma_to_sigma, make_schedule, q_sample, sigma_to_gamma
 
 PREDICTIONS = ("eps", "x0", "v", "edm")
 
@@ -102,26 +103,80 @@ def test_min_snr_weights_are_one_objective_in_three_forms():
         loss_weight("eps", gamma, "p2")
 
 
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_l1_weights_are_the_square_root_of_the_l2_weights(prediction):
+    # An L1 loss scales with the error, not its square: the weight that makes it the x0-space objective is the
+    # square root of the L2 one (the old weights were L2 weights applied to the default L1 loss).
+    gamma = torch.tensor([0.05, 0.3, 0.9, 0.99, 0.9999], dtype=torch.float64)
+    for weighting in ("none", "min_snr", "edm"):
+        l2 = loss_weight(prediction, gamma, weighting, sigma_data=0.2, loss="l2").double()
+        l1 = loss_weight(prediction, gamma, weighting, sigma_data=0.2, loss="l1").double()
+        torch.testing.assert_close(l1, l2.sqrt(), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="loss must be 'l1' or 'l2'"):
+        loss_weight(prediction, gamma, "min_snr", loss="huber")  # type: ignore[arg-type]
+
+
+def test_l1_min_snr_eps_loss_is_the_min_snr_l1_x0_loss():
+    """Per item: w_l1 * mean|eps_hat - eps| = sqrt(min(SNR, 5)) * mean|x0_hat - x0| (the eps error maps onto x0
+    times the VE sigma = 1 / sqrt(SNR))."""
+    x0, eps, gamma, x_t = _case(6)
+    eps_hat = eps + 0.3 * torch.randn(
+        x0.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
+    x0_hat = to_x0("eps", eps_hat, x_t, gamma)
+    snr = gamma**2 / (1 - gamma**2)
+    weighted = loss_weight("eps", gamma, "min_snr", loss="l1").double() * (eps_hat - eps).abs().mean(
+        (1, 2, 3)
+    )
+    expected = snr.clamp(max=5).sqrt() * (x0_hat - x0).abs().mean((1, 2, 3))
+    torch.testing.assert_close(weighted, expected, rtol=1e-6, atol=0)
+    # the L2 weight on an L1 loss (the old behaviour) is off by sqrt(SNR) / sqrt(min(SNR, 5)) or 1 / sigma
+    old = loss_weight("eps", gamma, "min_snr", loss="l2").double() * (eps_hat - eps).abs().mean((1, 2, 3))
+    assert not torch.allclose(old, expected, rtol=0.1)
+
+
+@pytest.mark.parametrize("sigma_data", [0.1, 0.5])
+def test_edm_weighting_is_lambda_sigma_and_one_on_the_edm_target(sigma_data):
+    """Karras et al. 2022, eq. 8 and Table 1: lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 in x0 terms, which
+    times c_out^2 = (sigma sd)^2 / (sigma^2 + sd^2) is 1 on the F target."""
+    gamma = torch.tensor([0.02, 0.5, 0.95, 0.9999], dtype=torch.float64)
+    sig = gamma_to_sigma(gamma)
+    lam = (sig**2 + sigma_data**2) / (sig * sigma_data) ** 2
+    c_out = sig * sigma_data / (sig**2 + sigma_data**2).sqrt()
+    w_x0 = loss_weight("x0", gamma, "edm", sigma_data=sigma_data).double()
+    torch.testing.assert_close(w_x0, lam, rtol=1e-6, atol=0)
+    w_edm = loss_weight("edm", gamma, "edm", sigma_data=sigma_data).double()
+    torch.testing.assert_close(w_edm, lam * c_out**2, rtol=1e-6, atol=0)
+    torch.testing.assert_close(w_edm, torch.ones(4, dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        loss_weight("edm", gamma, "edm", sigma_data=sigma_data, loss="l1"), torch.ones(4)
+    )
+
+
 def _oracle(prediction, x0):
-    """A denoiser that knows x0 and answers in the given parameterisation, converted for the sampler."""
+    """A clean-estimate denoiser (VE state, VE levels) that knows x0 and answers through the network output of
+    the given parameterisation, converted as NeurOpDiff converts it."""
 
-    def denoise(x_t, gamma, condition):
-        g = gamma.to(x_t.dtype)
-        eps = eps_from_x0(x0.to(x_t.dtype), x_t, g)
-        return to_eps(prediction, training_target(prediction, x0.to(x_t.dtype), eps, g), x_t, g)
+    def denoiser(x, sigma, condition):
+        g = sigma_to_gamma(sigma)
+        x_t = g.view(-1, 1, 1, 1).to(x.dtype) * x  # SR3's VP state
+        eps = eps_from_x0(x0.to(x.dtype), x_t, g)
+        return to_x0(prediction, training_target(prediction, x0.to(x.dtype), eps, g), x_t, g)
 
-    return denoise
+    return denoiser
 
 
 @pytest.mark.parametrize("prediction", PREDICTIONS)
-@pytest.mark.parametrize("sampler", ["ddim", "ddim_eta1", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddim_eta1", "ddpm", "heun", "dpmpp_2m"])
 def test_every_sampler_recovers_x0_from_every_parameterisation(prediction, sampler):
     x0, *_ = _case(2)
     schedule = make_schedule("linear", T=40, start=1e-3, end=0.2)
-    kw = {"generator": torch.Generator().manual_seed(0), "dtype": torch.float64, "clip_denoised": False}
-    if sampler == "ddpm":
-        out = ddpm_sample(_oracle(prediction, x0), None, x0.shape, schedule, **kw)
-    else:
-        eta = 1.0 if sampler == "ddim_eta1" else 0.0
-        out = ddim_sample(_oracle(prediction, x0), None, x0.shape, schedule, steps=10, eta=eta, **kw)
+    sigmas = get_sigmas(schedule, schedule.T if sampler == "ddpm" else 10, "leading")
+    x = x0 + sigmas[0] * torch.randn(
+        x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    name, eta = ("ddim", 1.0) if sampler == "ddim_eta1" else (sampler, 0.0)
+    out = run_sampler(
+        name, _oracle(prediction, x0), x, sigmas, eta=eta, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-8)

@@ -15,6 +15,7 @@ from neurop_diff.evaluation.report import (
     make_grid,
     metrics_markdown,
     plot_metrics_vs_scale,
+    plot_perception_distortion,
     summarize,
     to_uint8,
     write_metrics_csv,
@@ -100,6 +101,70 @@ def test_figure_is_written(tmp_path):
     img = Image.open(path)
     assert img.size == (1300, 380)
     assert np.asarray(img.convert("L")).std() > 10  # something was drawn
+
+
+def realism_rows() -> tuple[list[dict], dict]:
+    """rows() with per-image LR-PSNR and LSD-hi, a seed spread for diffusion only, and set-level SWD."""
+    out = []
+    for r in rows(False):
+        k = METHODS.index(r["method"])
+        extra = {"lr_psnr": 50.0 - k + (r["name"] == "x/b"), "lsd_hi": 1.0 + k}
+        extra["seed_std"] = 0.02 if r["method"] == "diffusion" else None
+        out.append({**r, **extra})
+    sets = {(m, s): {"swd_l0": 100.0 * (3 - k) + s, "swd_l1": 10.0, "swd_l2": 1.0} for k, m in
+            enumerate(METHODS) for s in (2.0, 4.0, 9.0)}  # fmt: skip
+    return out, sets
+
+
+def test_realism_columns_in_summary_files_and_console(tmp_path):
+    table, sets = realism_rows()
+    summary = summarize(table, METHODS, 8.0, sets)
+    op4 = next(r for r in summary if r["method"] == "operator" and r["scale"] == 4.0)  # k = 1
+    assert (op4["lr_psnr"], op4["lsd_hi"], op4["seed_std"]) == (49.5, 2.0, None)
+    assert (op4["swd_l0"], op4["swd_l1"], op4["swd_l2"]) == (204.0, 10.0, 1.0)
+    assert summarize(table, METHODS, 8.0)[0]["swd_l0"] is None  # no set values given: absent
+    csv_rows = read(write_metrics_csv(tmp_path / "m.csv", summary, "RGB", has_lpips=False))
+    assert list(csv_rows[0])[3:-2] == [
+        "psnr",
+        "ssim",
+        "lr_psnr",
+        "swd_l0",
+        "swd_l1",
+        "swd_l2",
+        "lsd_hi",
+        "seed_std",
+    ]
+    assert {r["method"]: r["seed_std"] for r in csv_rows if r["scale"] == "2"} == {
+        "bicubic": "",
+        "operator": "",
+        "diffusion": "0.02",
+    }
+    per = read(write_per_image_csv(tmp_path / "p.csv", table, has_lpips=False))
+    assert list(per[0])[4:] == ["psnr", "ssim", "lr_psnr", "lsd_hi", "seed_std"]  # SWD is a set value
+    md = metrics_markdown(summary, "RGB", "t", "n/a")
+    assert (
+        "| operator | x4 |  | 34.50 | 0.8600 | n/a | 49.50 | 204.00 | 10.00 | 1.00 | 2.00 | n/a | 2 |" in md
+    )
+    text = console_table(summary, METHODS).splitlines()
+    realism = text[text.index("") + 1 :]
+    assert realism[1].split("|")[1].split() == ["LR-PSNR", "SWD-l0", "LSD-hi", "seed-sd"]
+    x4 = next(line for line in realism if line.startswith("x4"))
+    assert x4.split("|")[2].split() == ["49.50", "204.0", "2.00", "n/a"]
+    assert len({len(line.rstrip()) for line in realism[1:]}) <= 2  # columns line up
+
+
+def test_perception_distortion_figure(tmp_path):
+    table, sets = realism_rows()
+    summary = summarize(table, METHODS, 8.0, sets)
+    path = plot_perception_distortion(summary, METHODS, tmp_path / "pd" / "perception_distortion.png", "t")
+    img = Image.open(path)
+    assert img.size == (640, 480) and np.asarray(img.convert("L")).std() > 10
+    # one colour per method: the default cycle's first three colours are drawn
+    rgb = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
+    for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):
+        assert (np.abs(rgb - colour).sum(1) < 10).sum() > 50
+    assert plot_perception_distortion(summarize(rows(), METHODS), METHODS, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_zoom_box_and_uint8():

@@ -9,13 +9,18 @@ import pytest
 import torch
 
 from neurop_diff.diffusion.schedule import (
+    EDM_P_MEAN,
+    EDM_P_STD,
     cosine_betas,
+    gamma_to_sigma,
+    level_dtype,
     linear_betas,
     make_schedule,
     predict_start_from_noise,
     q_posterior,
     q_sample,
-    sample_gamma,
+    sample_levels,
+    sigma_to_gamma,
 )
 
 
@@ -54,28 +59,106 @@ def test_bad_schedule_arguments():
         q_posterior(make_schedule(T=10), torch.zeros(1), torch.zeros(1), 0)
 
 
-def test_sample_gamma_one_timestep_per_batch():
+def test_gamma_and_sigma_name_one_level():
+    # VE sigma of SR3's gamma: x_t / gamma = x0 + sigma eps (Karras et al. 2022, app. C.1).
+    gamma = torch.tensor([1.0, 0.9995, 0.6, 0.05], dtype=torch.float64)
+    sigma = gamma_to_sigma(gamma)
+    torch.testing.assert_close(sigma, (1 - gamma**2).sqrt() / gamma, rtol=1e-15, atol=0)
+    assert float(sigma[0]) == 0.0
+    torch.testing.assert_close(sigma_to_gamma(sigma), gamma, rtol=1e-15, atol=0)
+    assert level_dtype("cpu") == torch.float64 and level_dtype(None) == torch.float64
+    assert level_dtype(torch.device("mps")) == torch.float32  # MPS has no float64
+
+
+def _timesteps(sched, gamma: torch.Tensor) -> torch.Tensor:
+    """The 1-based timestep t whose interval [gammas[t], gammas[t-1]] holds each level (gammas decrease)."""
+    edges = sched.gammas.flip(0)  # increasing: gammas[T], ..., gammas[0] = 1
+    return sched.T + 1 - torch.searchsorted(edges, gamma, right=False).clamp(1, sched.T)
+
+
+def test_sample_levels_sr3_draws_one_timestep_per_image():
     sched = make_schedule(T=8, start=0.05, end=0.3)  # wide, well separated intervals
     g = sched.gammas
-    seen = set()
+    distinct = []
     for seed in range(40):
-        gamma = sample_gamma(sched, 16, generator=torch.Generator().manual_seed(seed))
-        assert gamma.shape == (16,) and gamma.dtype == torch.float32
-        hits = [t for t in range(1, 9) if bool(((gamma >= g[t] - 1e-6) & (gamma <= g[t - 1] + 1e-6)).all())]
-        assert len(hits) == 1  # every item within [gammas[t], gammas[t-1]] of one shared t
-        seen.add(hits[0])
-    assert len(seen) >= 6  # t varies between batches
-    a = sample_gamma(sched, 5, generator=torch.Generator().manual_seed(3))
-    assert a.equal(sample_gamma(sched, 5, generator=torch.Generator().manual_seed(3)))
+        gamma = sample_levels(sched, 16, "sr3", generator=torch.Generator().manual_seed(seed))
+        assert gamma.shape == (16,) and gamma.dtype == torch.float64
+        t = _timesteps(sched, gamma)
+        assert bool(((gamma >= g[t]) & (gamma <= g[t - 1])).all())  # inside its own interval
+        distinct.append(len(set(t.tolist())))
+    # Per image, not per batch (the old sample_gamma drew one t for all 16: 1 distinct value); 16 draws over 8
+    # timesteps hit 8 (1 - (7/8)^16) = 7.1 of them on average.
+    assert min(distinct) >= 4 and sum(distinct) / len(distinct) > 6
+    a = sample_levels(sched, 5, generator=torch.Generator().manual_seed(3))
+    assert a.equal(sample_levels(sched, 5, generator=torch.Generator().manual_seed(3)))
 
 
-def test_sample_gamma_is_uniform_within_the_interval():
+def test_sample_levels_sr3_is_uniform_over_the_timesteps():
+    sched = make_schedule(T=20, start=1e-3, end=0.2)
+    n = 20000
+    gamma = sample_levels(sched, n, "sr3", generator=torch.Generator().manual_seed(0))
+    t = _timesteps(sched, gamma)
+    counts = torch.bincount(t - 1, minlength=20).double()
+    expected = n / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 43.8, chi2  # 19 degrees of freedom: P(chi2 > 43.8) = 0.001
+    # KS-like: the empirical CDF of t stays within 1.63 / sqrt(n) (p = 0.01) of the uniform one
+    ecdf = counts.cumsum(0) / n
+    assert float((ecdf - torch.arange(1, 21, dtype=torch.float64) / 20).abs().max()) < 1.63 / math.sqrt(n)
+    # and within its interval gamma is uniform: the relative position has mean 1/2, variance 1/12
+    pos = (sched.gammas[t - 1] - gamma) / (sched.gammas[t - 1] - sched.gammas[t])
+    assert float(pos.mean()) == pytest.approx(0.5, abs=0.01)
+    assert float(pos.var()) == pytest.approx(1 / 12, rel=0.03)
+
+
+def test_sample_levels_sr3_is_uniform_within_the_interval():
     sched = make_schedule(T=1, start=0.5, end=0.5)  # a single interval [sqrt(0.5), 1]
-    gamma = sample_gamma(sched, 40000, generator=torch.Generator().manual_seed(0)).double()
+    gamma = sample_levels(sched, 40000, generator=torch.Generator().manual_seed(0))
     lo, hi = math.sqrt(0.5), 1.0
-    assert gamma.min() >= lo - 1e-6 and gamma.max() <= hi + 1e-6
+    assert gamma.min() >= lo and gamma.max() <= hi
     assert float(gamma.mean()) == pytest.approx((lo + hi) / 2, abs=3e-3)
     assert float(gamma.var()) == pytest.approx((hi - lo) ** 2 / 12, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "p_mean", [EDM_P_MEAN, EDM_P_MEAN + math.log(0.2)]
+)  # EDM's, and centred on a residual
+def test_sample_levels_lognormal_follows_p_mean_and_p_std(p_mean):
+    sched = make_schedule()  # VE sigma 0.001 .. 151: ln sigma in [-6.9, 5.0], >= 3.4 p_std from both means
+    n = 20000
+    gamma = sample_levels(sched, n, "lognormal", p_mean=p_mean, p_std=EDM_P_STD,
+                          generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert gamma.shape == (n,) and gamma.dtype == torch.float64
+    log_sigma = gamma_to_sigma(gamma).log()
+    # standard errors: 1.2 / sqrt(n) = 0.0085 for the mean, 0.5% for the std, 0.0035 for the fraction
+    assert float(log_sigma.mean()) == pytest.approx(p_mean, abs=0.035)
+    assert float(log_sigma.std()) == pytest.approx(EDM_P_STD, rel=0.025)
+    assert float((log_sigma < p_mean).double().mean()) == pytest.approx(0.5, abs=0.015)
+    # about half of EDM's draws are below sigma 0.3 (the old per-batch SR3 draws: 10%)
+    assert float((gamma_to_sigma(gamma) < 0.3).double().mean()) > (0.4 if p_mean == EDM_P_MEAN else 0.8)
+
+
+def test_sample_levels_lognormal_is_clipped_to_the_schedule():
+    sched = make_schedule()
+    gamma = sample_levels(sched, 4000, "lognormal", p_mean=0.0, p_std=6.0,
+                          generator=torch.Generator().manual_seed(2))  # fmt: skip
+    sigma = gamma_to_sigma(gamma)
+    lo, hi = (float(v) for v in gamma_to_sigma(sched.gammas[[1, -1]]))
+    assert lo == pytest.approx(1e-3, rel=1e-3) and hi == pytest.approx(151, rel=0.01)
+    assert float(sigma.min()) == pytest.approx(lo, rel=1e-9) and float(sigma.max()) == pytest.approx(
+        hi, rel=1e-9
+    )
+    assert int((sigma <= lo * (1 + 1e-9)).sum()) > 100 and int((sigma >= hi * (1 - 1e-9)).sum()) > 100
+
+
+def test_sample_levels_errors():
+    sched = make_schedule(T=10)
+    with pytest.raises(ValueError, match="level_sampling must be one of"):
+        sample_levels(sched, 4, "uniform")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sample_levels(sched, 0)
+    with pytest.raises(ValueError, match="p_std must be > 0"):
+        sample_levels(sched, 4, "lognormal", p_std=0.0)
 
 
 def test_q_sample_moments():

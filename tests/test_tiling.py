@@ -10,14 +10,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from neurop_diff.diffusion.sampling import ddim_sample
-from neurop_diff.diffusion.schedule import make_schedule
+from neurop_diff.diffusion.parameterisation import to_x0
+from neurop_diff.diffusion.sampling import get_sigmas, sample_ddim
+from neurop_diff.diffusion.schedule import make_schedule, sigma_to_gamma
 from neurop_diff.diffusion.tiling import (
     blend_window,
     make_tile_grid,
+    pad_for_tiles,
     plan_tiles,
     tile_starts,
-    tiled_ddim_sample,
     tiled_denoiser,
 )
 from neurop_diff.models.operator import SRNO
@@ -100,46 +101,76 @@ def _tiny_pair(seed: int = 0) -> tuple[UNet, SRNO]:
     return unet, operator
 
 
+def _unet_denoiser(unet: UNet, blur: bool = False):
+    """The clean estimate of a random eps UNet on the VE state, clamped (NeurOpDiff.denoised's shape); with
+    ``blur``: the condition plus a blurred UNet output instead, a smooth tile-context-dependent correction."""
+
+    def denoiser(x, sigma, c):
+        g = sigma_to_gamma(sigma)
+        x_t = g.view(-1, 1, 1, 1).to(x.dtype) * x
+        out = unet(torch.cat([x_t, c], dim=1), g)
+        return (c + _blur(out) if blur else to_x0("eps", out, x_t, g)).clamp(-1, 1)
+
+    return denoiser
+
+
+def _start(shape, sigmas, seed):
+    """The VE starting state of a canvas: N(0, I) / gamma_max from ``seed``, and that generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen) * float((1 + sigmas[0] ** 2).sqrt()), gen
+
+
 def test_one_tile_covering_everything_equals_the_untiled_sampler():
     unet, _ = _tiny_pair()
-    schedule = make_schedule()
+    sigmas = get_sigmas(make_schedule(), 3, "trailing")
     cond = torch.rand(1, 3, 32, 32) * 2 - 1
-
-    def denoise(x, gamma, c):
-        return unet(torch.cat([x, c], dim=1), gamma)
-
-    kw = {"steps": 3, "eta": 0.5}
-    ref = ddim_sample(
-        denoise, cond, (1, 3, 32, 32), schedule, generator=torch.Generator().manual_seed(7), **kw
-    )
+    denoise = _unet_denoiser(unet)
+    x, gen = _start((1, 3, 32, 32), sigmas, 7)
+    ref = sample_ddim(denoise, x, sigmas, condition=cond, eta=0.5, generator=gen)
     counted = _Counting(denoise)
-    out = tiled_ddim_sample(
-        counted, cond, (1, 3, 32, 32), schedule, tile=32, overlap=8, multiple=2,
-        generator=torch.Generator().manual_seed(7), **kw,
-    )  # fmt: skip
+    _, _, grid = pad_for_tiles(cond, (32, 32), 32, 8, 2)
+    assert len(grid) == 1
+    x, gen = _start((1, 3, 32, 32), sigmas, 7)
+    out = sample_ddim(tiled_denoiser(counted, grid), x, sigmas, condition=cond, eta=0.5, generator=gen)
     assert torch.equal(out, ref)
     assert counted.shapes == [(1, 3, 32, 32)] * 3
+    ticks = []
+    x, gen = _start((1, 3, 32, 32), sigmas, 7)
+    with_progress = tiled_denoiser(denoise, grid, on_tiles=ticks.append)
+    assert torch.equal(sample_ddim(with_progress, x, sigmas, condition=cond, eta=0.5, generator=gen), ref)
+    assert ticks == [1, 1, 1]
 
 
 def test_small_canvas_is_padded_to_the_unet_multiple():
-    schedule = make_schedule()
+    sigmas = get_sigmas(make_schedule(), 3)
 
-    def pointwise(x, gamma, c):
+    def pointwise(x, sigma, c):
         if x.shape[-2] % 8 or x.shape[-1] % 8:
             raise AssertionError(f"tile {tuple(x.shape)} not a multiple of 8")
         return 0.5 * x - 0.1 * c
 
     cond = torch.rand(1, 3, 20, 28)
-    out = tiled_ddim_sample(
-        pointwise, cond, (1, 3, 20, 28), schedule, tile=32, overlap=8, multiple=8, steps=3,
-        generator=torch.Generator().manual_seed(1),
-    )  # fmt: skip
+    padded_cond, canvas, grid = pad_for_tiles(cond, (20, 28), 32, 8, 8)
+    assert canvas == (24, 32) and grid.size == (24, 32) and len(grid) == 1
     padded = F.pad(cond, (0, 4, 0, 4), mode="replicate")
-    ref = ddim_sample(
-        pointwise, padded, (1, 3, 24, 32), schedule, steps=3, generator=torch.Generator().manual_seed(1)
-    )
-    assert out.shape == (1, 3, 20, 28)
-    torch.testing.assert_close(out, ref[..., :20, :28])
+    assert torch.equal(padded_cond, padded)
+    x, gen = _start((1, 3, 24, 32), sigmas, 1)
+    out = sample_ddim(tiled_denoiser(pointwise, grid), x, sigmas, condition=padded_cond, generator=gen)
+    x, gen = _start((1, 3, 24, 32), sigmas, 1)
+    ref = sample_ddim(pointwise, x, sigmas, condition=padded, generator=gen)
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match="does not match the grid"):
+        tiled_denoiser(pointwise, make_tile_grid((48, 48), 32, 8))(
+            torch.zeros(1, 3, 24, 32), torch.ones(1), None
+        )
+
+
+def _tiled_run(denoise, prior, overlap: int, seed: int = 0) -> tuple[torch.Tensor, object]:
+    """A 4-step DDIM run over the 96x96 canvas with 32-px tiles, the starting noise drawn for the whole canvas."""
+    _, grid = plan_tiles((96, 96), 32, overlap, 2)
+    sigmas = get_sigmas(make_schedule(), 4)
+    x, gen = _start((1, 3, 96, 96), sigmas, seed)
+    return sample_ddim(tiled_denoiser(denoise, grid), x, sigmas, condition=prior, generator=gen), grid
 
 
 def _seam_ratio(x: torch.Tensor, grid) -> float:
@@ -184,15 +215,9 @@ def prior(shared_data):
 
 def test_blended_tiles_show_no_seams_with_a_random_unet(prior):
     unet, _ = _tiny_pair()
-
-    def denoise(x, gamma, c):  # the DiffusionModule's denoiser with random weights
-        return unet(torch.cat([x, c], dim=1), gamma)
-
-    out = tiled_ddim_sample(
-        denoise, prior, (1, 3, 96, 96), make_schedule(), tile=32, overlap=8, multiple=2, steps=4,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    _, grid = plan_tiles((96, 96), 32, 8, 2)
+    out, grid = _tiled_run(
+        _unet_denoiser(unet), prior, 8
+    )  # the DiffusionModule's denoiser with random weights
     assert len(grid) == 16
     assert _seam_ratio(out, grid) <= 1.5
 
@@ -202,18 +227,9 @@ def test_seam_statistic_catches_unblended_tiles_and_blending_removes_them(prior)
     the random UNet's (blurred) output is a smooth, tile-context-dependent x0 correction (GroupNorm statistics,
     zero padding): independent tiles then show clear seams, and blending removes them."""
     unet, _ = _tiny_pair()
-
-    def denoise(x, gamma, c):
-        g = gamma.view(-1, 1, 1, 1)
-        x0 = (c + _blur(unet(torch.cat([x, c], dim=1), gamma))).clamp(-1, 1)
-        return (x - g * x0) / (1 - g**2).sqrt()
-
     ratios = {}
     for overlap in (0, 8):  # overlap 0: hard-pasted independent tiles (the noise is global either way)
-        out = tiled_ddim_sample(
-            denoise, prior, (1, 3, 96, 96), make_schedule(), tile=32, overlap=overlap, multiple=2, steps=4,
-            generator=torch.Generator().manual_seed(0),
-        )  # fmt: skip
-        ratios[overlap] = _seam_ratio(out, plan_tiles((96, 96), 32, overlap, 2)[1])
+        out, grid = _tiled_run(_unet_denoiser(unet, blur=True), prior, overlap)
+        ratios[overlap] = _seam_ratio(out, grid)
     assert ratios[0] > 2.0, ratios
     assert ratios[8] <= 1.5, ratios

@@ -114,7 +114,8 @@ class WandbLogger(_WandbLogger):
     @rank_zero_only
     def log_sr_results(self, results: EvalResults) -> None:
         """An evaluation epoch's media (``EvalResults`` from ``SRMetrics``): image grids, the metrics-vs-scale
-        figure and, in test, a table of per-image results, at the epoch's global step."""
+        and perception-distortion figures and, in test, a table of per-image results, at the epoch's global
+        step."""
         if self.mode == "disabled":
             return
         import wandb
@@ -124,9 +125,10 @@ class WandbLogger(_WandbLogger):
             f"{stage}/grid_x{key}": wandb.Image(image, caption=f"{stage} x{key}: LR, bicubic, methods, HR")
             for key, image in results.grids.items()
         }
-        figure = results.files.get("metrics_vs_scale.png")
-        if figure is not None:
-            payload[f"{stage}/metrics_vs_scale"] = wandb.Image(str(figure))
+        for name in ("metrics_vs_scale", "perception_distortion"):
+            figure = results.files.get(f"{name}.png")
+            if figure is not None:
+                payload[f"{stage}/{name}"] = wandb.Image(str(figure))
         if stage == "test" and results.rows:
             columns = list(results.rows[0])
             payload[f"{stage}/per_image"] = wandb.Table(
@@ -154,7 +156,15 @@ class WandbLogger(_WandbLogger):
         run = self._experiment
         if self.mode == "disabled" or run is None:
             return
-        for pattern, summary in (("val/psnr*", "max"), ("val/ssim*", "max"), ("val/lpips*", "min")):
+        summaries = (
+            ("val/psnr*", "max"),
+            ("val/ssim*", "max"),
+            ("val/lpips*", "min"),
+            ("val/lr_psnr*", "max"),
+            ("val/swd_*", "min"),
+            ("val/lsd_hi*", "min"),
+        )
+        for pattern, summary in summaries:
             run.define_metric(pattern, summary=summary, step_metric="trainer/global_step")
         if self.mode == "offline":
             run_dir = Path(run.dir).parent

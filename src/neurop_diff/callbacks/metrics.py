@@ -4,7 +4,12 @@ It reads the step outputs `{"sr": {method: (B, 3, H, W) in [-1, 1]}}` (the modul
 post-transfer batch (`hr`, `lr`, `scale`, `nominal_scale`, `name`), adds the bicubic baseline, and at epoch end
 logs `{stage}/{metric}_x{s}` (own method), `{stage}/{metric}` (own method, mean over all image-scale pairs),
 `{stage}/{metric}_{method}_x{s}` and `{stage}/{metric}_{method}` (other methods), with metric in psnr, ssim,
-lpips, hf_share, hf_psnr, hf_ssim (evaluation/detail.py), and HR's `{stage}/hf_share_hr_x{s}`. Its job ends
+lpips, hf_share, hf_psnr, hf_ssim (evaluation/detail.py), and HR's `{stage}/hf_share_hr_x{s}`; and the
+realism measures of evaluation/realism.py: lr_psnr (degrade(SR) against the batch's `lr`), lsd_hi, swd_l0,
+swd_l1, swd_l2 and, when the step output carries `{"seed_std": {method: (B,)}}`, seed_std. SWD is a set
+measure: the SR set of a method at a scale against the HR set of the same images, from descriptors kept per
+image over the epoch; per-image rows do not carry it, the summary row of (method, scale) does, and the
+overall `{stage}/swd_l0` is the mean of the per-scale values weighted by their image counts. Its job ends
 with one `EvalResults` (evaluation/results.py), kept as `results` and handed to the writer
 (evaluation/writer.py: `out_dir/{stage}/`, overwritten at each epoch) and to loggers that show more than
 scalars (`ResultsLogger`, e.g. `neurop_diff.loggers.WandbLogger`).
@@ -36,7 +41,8 @@ from neurop_diff.evaluation.convention import (
 )
 from neurop_diff.evaluation.detail import DETAIL_METRICS, detail_metrics, hf_share
 from neurop_diff.evaluation.lpips import LPIPS, backbone_path, load_lpips
-from neurop_diff.evaluation.report import summarize, to_uint8
+from neurop_diff.evaluation.realism import SWD_KEYS, SetSWD, lr_psnr, lsd_hi
+from neurop_diff.evaluation.report import PER_IMAGE_REALISM, REALISM, summarize, to_uint8
 from neurop_diff.evaluation.results import EvalResults, ExamplePicker, ResultsLogger
 from neurop_diff.evaluation.writer import console_report, make_grids, write_results
 
@@ -100,6 +106,7 @@ class SRMetrics(L.Callback):
         self._records: list[tuple[str, float, list[str], dict[str, Tensor]]] = []
         self._methods: list[str] = []  # order of the step outputs; the first is the module's own
         self._examples = ExamplePicker(self.grid_images)
+        self._swd = SetSWD()  # descriptors per (method, scale, image), HR's per (scale, image)
 
     def _ensure_lpips(self, device: torch.device) -> None:
         if self.lpips and not self._lpips_tried:
@@ -194,23 +201,30 @@ class SRMetrics(L.Callback):
         nominal = batch.get("nominal_scale", batch["scale"])
         nominal = torch.as_tensor(nominal).reshape(-1).float().cpu()
         names = list(batch.get("name") or [f"batch{batch_idx}_{i}" for i in range(hr.shape[0])])
+        spread = self._seed_std(outputs, hr.shape[0], hr.device)
         keep_grid = self.grid_images > 0 and not trainer.sanity_checking
         # One scale per batch by convention; grouping keeps mixed batches right as well.
         for s in sorted(set(round(float(v), 2) for v in nominal)):
             idx = [i for i, v in enumerate(nominal.tolist()) if round(v, 2) == s]
             sel = torch.tensor(idx, device=hr.device)
-            hr_s = hr.index_select(0, sel)
+            hr_s, lr_s = hr.index_select(0, sel), lr.float().index_select(0, sel)
             target = self.convention.prepare(hr_s, s)
-            lp_target = self._lpips_input(hr_s)
+            lp_target = self._saved(hr_s)
             hr_share = hf_share(target)
             group_names = [names[i] for i in idx]
+            self._swd.add_reference(s, group_names, target)
             for m, x in sr.items():
                 x_s = x.index_select(0, sel).clamp(-1, 1)
                 pred = self.convention.prepare(x_s, s)
                 values = {"psnr": psnr_per_image(pred, target), "ssim": ssim_per_image(pred, target)}
                 values.update(detail_metrics(pred, target), hf_share_hr=hr_share)
+                saved = self._saved(x_s)
+                values.update(lr_psnr=lr_psnr(saved, lr_s), lsd_hi=lsd_hi(pred, target))
+                if m in spread:
+                    values["seed_std"] = spread[m].index_select(0, sel)
                 if self.lpips_model is not None:
-                    values["lpips"] = self.lpips_model(self._lpips_input(x_s), lp_target)
+                    values["lpips"] = self.lpips_model(saved, lp_target)
+                self._swd.add(m, s, group_names, pred)
                 self._records.append((m, s, group_names, {k: v.detach() for k, v in values.items()}))
             if keep_grid:
                 for j, name in enumerate(group_names):
@@ -225,9 +239,24 @@ class SRMetrics(L.Callback):
                         },
                     )
 
-    def _lpips_input(self, x: Tensor) -> Tensor:
-        """LPIPS sees RGB in [-1, 1], uncropped; quantised like PSNR/SSIM when the convention says so."""
+    def _saved(self, x: Tensor) -> Tensor:
+        """What LPIPS and LR-PSNR see: RGB in [-1, 1], uncropped; quantised like PSNR/SSIM when the
+        convention says so (the image a saved file holds)."""
         return quantize(to_unit(x.float())) * 2 - 1 if self.convention.quantize else x.float().clamp(-1, 1)
+
+    @staticmethod
+    def _seed_std(outputs: dict, batch_size: int, device: torch.device) -> dict[str, Tensor]:
+        """The step output's optional {"seed_std": {method: (B,)}} (evaluation/realism.py `seed_std`)."""
+        spread = outputs.get("seed_std") or {}
+        out = {}
+        for m, v in spread.items():
+            if m not in outputs["sr"]:
+                raise ValueError(f"SRMetrics: seed_std given for {m!r}, which is not in the step's 'sr'")
+            v = torch.as_tensor(v).detach().float().reshape(-1)
+            if v.numel() != batch_size:
+                raise ValueError(f"SRMetrics: seed_std[{m!r}] has {v.numel()} values for {batch_size} images")
+            out[m] = v.to(device)
+        return out
 
     # ---- per epoch -----------------------------------------------------------------------------------------
 
@@ -246,6 +275,7 @@ class SRMetrics(L.Callback):
                         "ssim": cpu["ssim"][i],
                         "lpips": cpu["lpips"][i] if "lpips" in cpu else None,
                         **{k: cpu[k][i] for k in (*DETAIL_METRICS, "hf_share_hr")},
+                        **{k: cpu[k][i] if k in cpu else None for k in PER_IMAGE_REALISM},
                     }
                 )
         return rows
@@ -258,6 +288,9 @@ class SRMetrics(L.Callback):
             tag = "" if r["method"] == own else f"_{r['method']}"
             for k in metrics:
                 logs[f"{stage}/{k}{tag}_x{format_scale(r['scale'])}"] = r[k]
+            for k in REALISM:  # where measured (seed_std: only methods whose step output gives it)
+                if r.get(k) is not None:
+                    logs[f"{stage}/{k}{tag}_x{format_scale(r['scale'])}"] = r[k]
             if r["method"] == own:  # HR's share, once per scale: the reference for every hf_share
                 logs[f"{stage}/hf_share_hr_x{format_scale(r['scale'])}"] = r["hf_share_hr"]
         for method in results.methods:
@@ -269,6 +302,14 @@ class SRMetrics(L.Callback):
                 # Overall: the mean over all (image, scale) pairs, so every evaluated image counts once per scale.
                 name = f"{stage}/{k}" if k == "hf_share_hr" else f"{stage}/{k}{tag}"
                 logs[name] = sum(r[k] for r in mine) / len(mine)
+            for k in PER_IMAGE_REALISM:
+                if all(r.get(k) is not None for r in mine):
+                    logs[f"{stage}/{k}{tag}"] = sum(r[k] for r in mine) / len(mine)
+            for k in SWD_KEYS:  # a set value per scale: weighted by images, as if every row carried it
+                sets = [r for r in results.summary if r["method"] == method and r.get(k) is not None]
+                if sets:
+                    n = sum(r["n_images"] for r in sets)
+                    logs[f"{stage}/{k}{tag}"] = sum(r[k] * r["n_images"] for r in sets) / n
         for key, value in logs.items():
             # The values are gathered and identical on every rank (module doc); sync_dist with "max" is then
             # exact, and tells Lightning so (it would otherwise advise to all-reduce them).
@@ -288,11 +329,12 @@ class SRMetrics(L.Callback):
         sorted by method, scale and name."""
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, (rows, self._methods, self._examples.examples))
-            rows = [r for part_rows, _, _ in parts for r in part_rows]
-            for _, methods, _ in parts:
+            dist.all_gather_object(parts, (rows, self._methods, self._examples.examples, self._swd.state()))
+            rows = [r for part_rows, _, _, _ in parts for r in part_rows]
+            for _, methods, _, _ in parts:
                 self._methods.extend(m for m in methods if m not in self._methods)
-            self._examples.merge([examples for _, _, examples in parts])
+            self._examples.merge([examples for _, _, examples, _ in parts])
+            self._swd.merge([swd for _, _, _, swd in parts])
         order = {m: i for i, m in enumerate(self.method_order())}
         unique = {(r["method"], r["scale"], r["name"]): r for r in reversed(rows)}
         return sorted(
@@ -313,7 +355,7 @@ class SRMetrics(L.Callback):
             step=trainer.global_step,
             methods=methods,
             rows=rows,
-            summary=summarize(rows, methods, scale_max),
+            summary=summarize(rows, methods, scale_max, self._swd.compute()),
             convention=self.convention.describe(),
             lpips_note=self._lpips_note(),
             has_lpips=self.has_lpips,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from neurop_diff.evaluation.convention import format_scale
 class SRPredictionWriter(BasePredictionWriter):
     """Writes every predicted image to ``<out_dir>/x<scale>/<name>.png`` (uint8 RGB), as the batch arrives.
 
-    Reads ``predict_step``'s output ``{"sr": (B, 3, H, W) in [0, 1], "name": [str], "scale": (B,)}`` and the
+    Reads ``predict_step``'s output ``{"sr": (B, 3, H, W) in [0, 1], "name": [str], "scale": (B,)}`` (and, with
+    several samples per image, ``"seed_std": (B,)``, appended to ``<out_dir>/seed_std.csv``) and the
     batch's ``nominal_scale`` (the listed scale, as in the metric keys; the true scale otherwise). Names such
     as ``<class>/<stem>`` become sub-folders. Under DDP every rank writes its own images (Lightning's
     prediction sampler does not repeat any).
@@ -58,6 +60,23 @@ class SRPredictionWriter(BasePredictionWriter):
             path = out / f"x{format_scale(scale)}" / f"{_safe(name)}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(path)
+        if prediction.get("seed_std") is not None:
+            self._write_spread(trainer, out, names, scales, prediction["seed_std"])
+
+    @staticmethod
+    def _write_spread(trainer: L.Trainer, out: Path, names: list, scales: list, spread: torch.Tensor) -> None:
+        """Appends `scale,name,seed_std` rows to `seed_std.csv` (one file per rank under DDP)."""
+        path = out / (
+            "seed_std.csv" if trainer.world_size == 1 else f"seed_std.rank{trainer.global_rank}.csv"
+        )
+        new = not path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["scale", "name", "seed_std"])
+            for name, scale, value in zip(names, scales, spread.reshape(-1).tolist(), strict=True):
+                writer.writerow([format_scale(scale), name, f"{value:.6f}"])
 
 
 def _safe(name: str) -> str:

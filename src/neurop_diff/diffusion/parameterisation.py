@@ -15,7 +15,8 @@ is ``x_t = gamma x0 + sigma eps``. Three targets describe the same denoiser:
   every level). At low noise the estimate is ``x_t`` itself (the network only corrects it), at high noise
   ``sigma_data F``; ``sigma_data = 1`` is ``-v``. Small ``sigma_data`` suits a small target such as a residual.
 
-Samplers consume ``eps`` (``diffusion.sampling``); any prediction is converted here. Everything is pure.
+Samplers consume the clean estimate (``diffusion.sampling``); ``models.neuropdiff`` converts any prediction with
+:func:`to_x0`. Everything is pure.
 ``gamma`` is a (B,) tensor or a float in (0, 1]; coefficients are computed in its precision (the samplers pass
 float64 levels) and applied in the images' dtype.
 """
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 Prediction = Literal["eps", "x0", "v", "edm"]
-LossWeighting = Literal["none", "min_snr"]
+LossWeighting = Literal["none", "min_snr", "edm"]
 
 _PREDICTIONS = ("eps", "x0", "v", "edm")
 
@@ -132,27 +133,31 @@ def loss_weight(
     weighting: LossWeighting = "none",
     snr_gamma: float = 5.0,
     sigma_data: float = 0.5,
+    loss: Literal["l1", "l2"] = "l2",
 ) -> Tensor:
-    """Per-item loss weights (B,) float32.
+    """Per-item loss weights (B,) float32 for the chosen target and loss.
 
-    ``none``: 1. ``min_snr`` (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting"): the
-    x0-space weight ``min(SNR, snr_gamma)`` with ``SNR = gamma^2 / sigma^2``, expressed for the chosen target:
-    ``/ SNR`` for eps, ``/ (SNR + 1)`` for v, as is for x0, ``* c_out^2 = sigma_data^2 / (1 + SNR sigma_data^2)``
-    for edm.
+    A weighting is stated as an x0-space L2 weight ``w0`` and expressed for the target through the squared factor
+    ``c^2`` by which an error in the target maps onto x0 (``VE sigma^2`` for eps, ``sigma^2 / (1 + sigma^2)`` for
+    v, 1 for x0, ``c_out^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2)`` for edm): ``w = w0 c^2`` for L2.
+    An L1 loss scales with the error, not its square, so its weight is ``sqrt(w0 c^2)``.
+
+    ``none``: 1. ``min_snr`` (Hang et al. 2023): ``w0 = min(SNR, snr_gamma)``, ``SNR = gamma^2 / (1 - gamma^2) =
+    1 / sigma^2``. ``edm`` (Karras et al. 2022, eq. 8 and Table 1): ``w0 = lambda(sigma) = (sigma^2 +
+    sigma_data^2) / (sigma sigma_data)^2``, which is 1 on EDM's own target.
     """
     _check(prediction)
     if weighting == "none":
         return torch.ones_like(gamma, dtype=torch.float32)
-    if weighting != "min_snr":
-        raise ValueError(f"loss weighting must be 'none' or 'min_snr', got {weighting!r}")
+    if weighting not in LossWeighting.__args__:
+        raise ValueError(f"loss weighting must be one of {LossWeighting.__args__}, got {weighting!r}")
+    if loss not in ("l1", "l2"):
+        raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
     g = gamma.to(torch.float64)
-    snr = g * g / (1 - g * g).clamp_min(1e-12)
-    w = snr.clamp(max=snr_gamma)
-    if prediction == "eps":
-        w = w / snr
-    elif prediction == "v":
-        w = w / (snr + 1)
-    elif prediction == "edm":
-        d2 = check_sigma_data(sigma_data) ** 2
-        w = w * d2 / (1 + snr * d2)
-    return w.float()
+    sigma2 = ((1 - g * g) / (g * g)).clamp_min(1e-24)  # VE sigma^2 = 1 / SNR
+    d2 = check_sigma_data(sigma_data) ** 2
+    w0 = (1 / sigma2).clamp(max=snr_gamma) if weighting == "min_snr" else (sigma2 + d2) / (sigma2 * d2)
+    factor = {"x0": torch.ones_like(sigma2), "eps": sigma2, "v": sigma2 / (1 + sigma2),
+              "edm": sigma2 * d2 / (sigma2 + d2)}[prediction]  # fmt: skip
+    w = w0 * factor
+    return (w.sqrt() if loss == "l1" else w).float()

@@ -1,13 +1,25 @@
-"""Samplers over a callable denoiser: DDIM (Song et al. 2021) and DDPM ancestral sampling (Ho et al. 2020).
+"""Level grids and the samplers of the DDIM family, over a denoiser that returns the clean estimate (k-diffusion).
 
-A sampler never sees the network: it calls ``denoise(x_t, gamma, condition) -> eps`` with ``gamma`` the
-continuous noise level ``sqrt(abar_t)`` of shape (B,) (SR3). Randomness comes in through a
-``torch.Generator``; every draw is made on the generator's device (CPU when none is given) and then moved,
-so one seed gives the same sample on CPU and GPU. Progress goes out through ``callback(info)`` with
-``info = {"i": step index from 0, "total": number of steps, "t": 1-based timestep, "x": x_prev, "x0": x0_hat}``.
+Every sampler here and in ``diffusion.ksamplers`` is a small pure function ``sampler(denoiser, x, sigmas, ...)``
+(the shape of Karras et al. 2022 / k-diffusion): ``x`` is the variance-exploding (VE) state ``x0 + sigma eps`` at
+``sigmas[0]``, ``sigmas`` is a decreasing float64 grid ending at 0, and ``denoiser(x, sigma, condition)`` returns
+the clean estimate ``D(x, sigma)`` (B, C, H, W) for VE levels ``sigma`` (B,). A sampler never knows what the
+network predicts (eps, x0, v, EDM's F: ``models.neuropdiff.NeurOpDiff.denoised`` converts, and clamps, in one
+place). SR3's variance-preserving ``x_t = gamma x0 + sqrt(1 - gamma^2) eps`` is ``x = x_t / gamma`` with
+``sigma = sqrt(1 - gamma^2) / gamma`` (Karras et al. 2022, app. C.1).
 
-Indexing: timestep *indices* ``i`` are 0-based as in the DDIM code (``i = 0..T-1`` is timestep ``t = i + 1``),
-so the level fed to the network at index ``i`` is ``schedule.gammas[i + 1]``.
+* :func:`sample_ddim`: DDIM (Song et al. 2021, eq. 12 and 16) in VE form; ``eta = 0`` is deterministic (and equal
+  to an Euler step of the probability-flow ODE), ``eta = 1`` over all T levels is DDPM's ancestral sampler (Ho et
+  al. 2020, Alg. 2), the same as k-diffusion's ``sample_euler_ancestral``.
+* Grids (:func:`get_sigmas`): the schedule's timesteps with ``leading`` spacing (DDIM's ``0, k, 2k, ...``; the
+  old name ``uniform``), ``trailing`` (``T - 1, T - 1 - k, ...``: the first step starts at the highest level,
+  Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed", Table 2), ``linspace``
+  (``round(linspace(0, T - 1, steps))``), ``quadratic`` (DDIM's code) or ``karras`` (``rho = 7`` between the
+  schedule's ends, Karras eq. 5).
+
+Randomness comes in through ``noise_sampler(x) -> N(0, I) like x`` (default: ``torch.randn`` from ``generator``
+on its device, then moved). Progress goes out through ``callback(info)``, ``info = {"i": step from 0, "total":
+steps, "sigma": the level reached, "x": the state there, "x0": the step's clean estimate}``.
 """
 
 from __future__ import annotations
@@ -19,38 +31,51 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from neurop_diff.diffusion.schedule import NoiseSchedule, predict_start_from_noise, q_posterior
+from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, level_dtype
 
 __all__ = [
+    "Callback",
     "Denoiser",
-    "ddim_sample",
-    "ddim_sigma",
-    "ddim_step",
+    "NoiseSampler",
+    "Spacing",
+    "ancestral_step",
     "ddim_timesteps",
-    "ddpm_sample",
-    "noise_levels",
-    "start_level",
+    "default_noise_sampler",
+    "get_sigmas",
+    "sample_ddim",
+    "sigma_levels",
+    "truncate_sigmas",
     "truncated_steps",
 ]
 
+#: ``denoiser(x, sigma, condition) -> x0``: VE state (B, C, H, W), VE levels (B,), condition or None.
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 Callback = Callable[[dict[str, Any]], None]
+NoiseSampler = Callable[[Tensor], Tensor]
+#: Level spacing; ``uniform`` is the old name of ``leading``.
+Spacing = Literal["leading", "trailing", "linspace", "quadratic", "karras", "uniform"]
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace", "quadratic", "uniform")
 
 
-def ddim_timesteps(T: int, steps: int, spacing: Literal["uniform", "quadratic"] = "uniform") -> list[int]:
-    """Increasing 0-based timestep indices visited by DDIM (DDIM sec. 4.2 / appendix D.2).
+def ddim_timesteps(T: int, steps: int, spacing: Spacing = "leading") -> list[int]:
+    """Increasing 0-based timestep indices (``i`` is timestep ``t = i + 1``) of a ``steps``-step run.
 
-    ``uniform``: ``0, k, 2k, ..., (steps-1) k`` with ``k = T // steps`` (the DDIM code's ``range(0, T, k)``,
-    cut to exactly ``steps`` entries when ``T`` is not a multiple of ``steps``). ``quadratic``: the DDIM code's
-    ``int(linspace(0, sqrt(0.8 T), steps)^2)``, nudged to be strictly increasing within ``[0, T-1]``.
+    ``leading`` / ``uniform``: ``0, k, ..., (steps - 1) k`` with ``k = T // steps`` (DDIM's ``range(0, T, k)``);
+    ``steps = 1`` visits only the lowest level. ``trailing``: ``round(T - j T / steps) - 1`` for ``j < steps``
+    (Lin et al. 2024): the highest level ``T - 1`` is always visited. ``linspace``: ``round(linspace(0, T - 1,
+    steps))``. ``quadratic``: DDIM's ``int(linspace(0, sqrt(0.8 T), steps)^2)``, made strictly increasing.
     """
     if not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"DDIM steps must be an int in 1..T={T}, got {steps!r}")
-    if spacing == "uniform":
+        raise ValueError(f"sampling steps must be an int in 1..T={T}, got {steps!r}")
+    if spacing in ("leading", "uniform"):
         k = T // steps
         return [k * i for i in range(steps)]
+    if spacing == "trailing":
+        return sorted(round(T - j * T / steps) - 1 for j in range(steps))
+    if spacing == "linspace":
+        return [round(v) for v in torch.linspace(0, T - 1, steps, dtype=torch.float64).tolist()]
     if spacing != "quadratic":
-        raise ValueError(f"unknown DDIM spacing {spacing!r}; expected 'uniform' or 'quadratic'")
+        raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {TIMESTEP_SPACINGS}")
     seq = [int(v) for v in torch.linspace(0, math.sqrt(0.8 * T), steps, dtype=torch.float64) ** 2]
     for i in range(1, steps):  # small steps near 0 round onto the same integer
         seq[i] = max(seq[i], seq[i - 1] + 1)
@@ -60,161 +85,88 @@ def ddim_timesteps(T: int, steps: int, spacing: Literal["uniform", "quadratic"] 
     return seq
 
 
+def get_sigmas(schedule: NoiseSchedule, steps: int, spacing: Spacing = "leading", rho: float = 7.0) -> Tensor:
+    """Decreasing VE levels ``sigma_0 > ... > sigma_{steps-1} > 0``, then 0: (steps + 1,) float64."""
+    sig = gamma_to_sigma(schedule.gammas.to(torch.float64))
+    if spacing == "karras":
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"sampling steps must be a positive int, got {steps!r}")
+        hi, lo = float(sig[-1]), float(sig[1])
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+        levels = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    else:
+        seq = ddim_timesteps(schedule.T, steps, spacing)
+        levels = sig[torch.tensor(seq[::-1]) + 1]
+    return torch.cat([levels, levels.new_zeros(1)])
+
+
 def truncated_steps(steps: int, strength: float) -> int:
-    """How many of ``steps`` DDIM steps a run at ``strength`` in (0, 1] makes (at least 1)."""
+    """How many of ``steps`` steps a run at ``strength`` in (0, 1] makes (at least 1)."""
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength!r}")
     return max(1, round(steps * strength))
 
 
-def start_level(
-    schedule: NoiseSchedule, steps: int, strength: float, spacing: Literal["uniform", "quadratic"] = "uniform"
-) -> float:
-    """The noise level gamma at which a DDIM run of ``steps`` at ``strength`` starts."""
-    seq = ddim_timesteps(schedule.T, steps, spacing)[: truncated_steps(steps, strength)]
-    return float(schedule.gammas[seq[-1] + 1])
+def truncate_sigmas(sigmas: Tensor, strength: float) -> Tensor:
+    """The last ``truncated_steps`` steps of a grid (Chung et al. 2022, "Come-closer-diffuse-faster": a run that
+    starts from a noised initial estimate at ``sigmas[0]`` of the result)."""
+    n = truncated_steps(len(sigmas) - 1, strength)
+    return sigmas[-(n + 1) :]
 
 
-def ddim_sigma(abar_t: float, abar_prev: float, eta: float) -> float:
-    """DDIM eq. 16: ``sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)``."""
-    return eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+def sigma_levels(sigma: float, batch: int, device: torch.device) -> Tensor:
+    """``sigma`` as the (B,) level tensor every sampler hands the denoiser (float64, float32 on MPS)."""
+    return torch.full((batch,), float(sigma), device=device, dtype=level_dtype(device))
 
 
-def ddim_step(
-    x_t: Tensor,
-    eps: Tensor,
-    abar_t: float,
-    abar_prev: float,
-    sigma: float = 0.0,
-    noise: Tensor | None = None,
-    clip_denoised: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """One DDIM update (DDIM eq. 12); returns ``(x_prev, x0_hat)``. ``noise`` is needed when ``sigma > 0``."""
-    x0 = predict_start_from_noise(x_t, abar_t, eps)  # "predicted x0"
-    if clip_denoised:
-        x0 = x0.clamp(-1.0, 1.0)
-    direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * eps  # "direction pointing to x_t"
-    x_prev = math.sqrt(abar_prev) * x0 + direction
-    if sigma > 0:
-        if noise is None:
-            raise ValueError("ddim_step with sigma > 0 needs a noise tensor")
-        x_prev = x_prev + sigma * noise  # "random noise"
-    return x_prev, x0
+def default_noise_sampler(generator: torch.Generator | None) -> NoiseSampler:
+    """N(0, I) like ``x``, drawn in float32 on the generator's device (CPU when none) and then moved, so one seed
+    gives the same noise on any device and dtype."""
+
+    def draw(x: Tensor) -> Tensor:
+        gen_device = generator.device if generator is not None else "cpu"
+        return torch.randn(tuple(x.shape), generator=generator, device=gen_device).to(x)
+
+    return draw
+
+
+def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """``(sigma_down, sigma_up)`` of a step from ``sigma`` to ``sigma_next`` with noise ``eta``:
+    ``sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))``, ``sigma_down =
+    sqrt(sigma_next^2 - sigma_up^2)``. This is DDIM's eq. 16 in VE levels (k-diffusion's ``get_ancestral_step``)."""
+    if not eta or sigma_next == 0:
+        return sigma_next, 0.0
+    up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return math.sqrt(max(sigma_next**2 - up**2, 0.0)), up
 
 
 @torch.no_grad()
-def ddim_sample(
-    denoise: Denoiser,
-    condition: Tensor | None,
-    shape: Sequence[int],
-    schedule: NoiseSchedule,
+def sample_ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Sequence[float] | Tensor,
     *,
-    steps: int = 50,
+    condition: Tensor | None = None,
     eta: float = 0.0,
-    spacing: Literal["uniform", "quadratic"] = "uniform",
-    clip_denoised: bool = True,
     generator: torch.Generator | None = None,
-    x_T: Tensor | None = None,
+    noise_sampler: NoiseSampler | None = None,
     callback: Callback | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-    strength: float = 1.0,
 ) -> Tensor:
-    """DDIM sampling from ``x_T`` (drawn when not given) to x0; returns ``shape`` in ``dtype`` ([-1, 1] images).
+    """DDIM from the VE state ``x`` at ``sigmas[0]`` down the grid; returns the final clean sample.
 
-    ``eta = 0`` is deterministic; ``eta = 1`` with ``steps = T`` is DDPM (same draws as :func:`ddpm_sample`).
-    ``strength < 1`` runs only the last ``truncated_steps(steps, strength)`` steps: ``x_T`` is then the state at
-    the first of them (e.g. a noised initial estimate, as in Chung et al. 2022, "Come-closer-diffuse-faster").
-    ``clip_denoised`` clamps x0_hat to [-1, 1] at every step as SR3 does.
+    Each step: ``x0 = D(x, sigma)``, then ``x = x0 + (x - x0) sigma_down / sigma + sigma_up z``
+    (:func:`ancestral_step`; ``eta = 0``: ``sigma_down = sigma_next``, no noise).
     """
-    device = _device(device, condition, x_T)
-    x = _initial(shape, x_T, generator, device, dtype)
-    seq = ddim_timesteps(schedule.T, steps, spacing)
-    if strength < 1.0:
-        seq = seq[: truncated_steps(steps, strength)]
-    pairs = list(zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True))
-    for i, (t, s) in enumerate(pairs):
-        abar_t, abar_prev = schedule.abar(t + 1), schedule.abar(s + 1)
-        eps = denoise(x, _level(schedule, t + 1, x.shape[0], device), condition).to(dtype)
-        sigma = ddim_sigma(abar_t, abar_prev, eta)
-        noise = _randn(x.shape, generator, device, dtype) if sigma > 0 else None
-        x, x0 = ddim_step(x, eps, abar_t, abar_prev, sigma, noise, clip_denoised)
+    sigmas = [float(s) for s in sigmas]
+    noise = noise_sampler or default_noise_sampler(generator)
+    total = len(sigmas) - 1
+    for i in range(total):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, sigma_levels(s, x.shape[0], x.device), condition).to(x.dtype)
+        down, up = ancestral_step(s, s_next, eta)
+        x = x0 + (x - x0) * (down / s) if down > 0 else x0
+        if up > 0:
+            x = x + up * noise(x)
         if callback is not None:
-            callback({"i": i, "total": len(pairs), "t": t + 1, "x": x, "x0": x0})
+            callback({"i": i, "total": total, "sigma": s_next, "x": x, "x0": x0})
     return x
-
-
-@torch.no_grad()
-def ddpm_sample(
-    denoise: Denoiser,
-    condition: Tensor | None,
-    shape: Sequence[int],
-    schedule: NoiseSchedule,
-    *,
-    clip_denoised: bool = True,
-    generator: torch.Generator | None = None,
-    x_T: Tensor | None = None,
-    callback: Callback | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Ancestral sampling over all T steps (DDPM Algorithm 2 in SR3's form): x0_hat from eps, optionally
-    clamped, then ``x_{t-1} ~ q(x_{t-1} | x_t, x0_hat)`` (DDPM eq. 6-7); no noise is added at t = 1."""
-    device = _device(device, condition, x_T)
-    x = _initial(shape, x_T, generator, device, dtype)
-    for i, t in enumerate(range(schedule.T, 0, -1)):
-        eps = denoise(x, _level(schedule, t, x.shape[0], device), condition).to(dtype)
-        x0 = predict_start_from_noise(x, schedule.abar(t), eps)
-        if clip_denoised:
-            x0 = x0.clamp(-1.0, 1.0)
-        mean, variance = q_posterior(schedule, x0, x, t)
-        x = mean + math.sqrt(variance) * _randn(x.shape, generator, device, dtype) if t > 1 else mean
-        if callback is not None:
-            callback({"i": i, "total": schedule.T, "t": t, "x": x, "x0": x0})
-    return x
-
-
-def _device(device: torch.device | str | None, condition: Tensor | None, x_T: Tensor | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for ref in (condition, x_T):
-        if ref is not None:
-            return ref.device
-    return torch.device("cpu")
-
-
-def _randn(
-    shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    # Draw in float32 on the generator's device: the same seed gives the same noise on any target device/dtype.
-    gen_device = generator.device if generator is not None else "cpu"
-    return torch.randn(tuple(shape), generator=generator, device=gen_device).to(device=device, dtype=dtype)
-
-
-def _initial(
-    shape: Sequence[int],
-    x_T: Tensor | None,
-    generator: torch.Generator | None,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> Tensor:
-    if x_T is None:
-        return _randn(shape, generator, device, dtype)
-    if tuple(x_T.shape) != tuple(shape):
-        raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
-    return x_T.to(device=device, dtype=dtype)
-
-
-def _level(schedule: NoiseSchedule, t: int, batch: int, device: torch.device) -> Tensor:
-    """The network's input noise level at 1-based timestep t: ``gammas[t] = sqrt(abar_t)``, shape (B,)."""
-    return noise_levels(float(schedule.gammas[t]), batch, device)
-
-
-def noise_levels(gamma: float, batch: int, device: torch.device) -> Tensor:
-    """``gamma`` as the (B,) level tensor every sampler hands the denoiser.
-
-    float64 (except on MPS, which has none): a denoiser that converts x0 or v predictions to eps needs
-    ``sqrt(1 - gamma^2)``, which a float32 gamma near 1 does not determine (see diffusion.parameterisation).
-    """
-    level_dtype = torch.float32 if device.type == "mps" else torch.float64
-    return torch.full((batch,), gamma, device=device, dtype=level_dtype)

@@ -18,14 +18,20 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "EDM_P_MEAN",
+    "EDM_P_STD",
+    "LevelSampling",
     "NoiseSchedule",
     "cosine_betas",
+    "gamma_to_sigma",
+    "level_dtype",
     "linear_betas",
     "make_schedule",
     "predict_start_from_noise",
     "q_posterior",
     "q_sample",
-    "sample_gamma",
+    "sample_levels",
+    "sigma_to_gamma",
 ]
 
 
@@ -96,25 +102,61 @@ def make_schedule(
     raise ValueError(f"unknown schedule kind {kind!r}; expected 'linear' or 'cosine'")
 
 
-def sample_gamma(
+LevelSampling = Literal["sr3", "lognormal"]
+#: EDM's training levels (Karras et al. 2022, Table 1): ln(sigma) ~ N(-1.2, 1.2^2) for data of std 0.5.
+EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_DATA = -1.2, 1.2, 0.5
+
+
+def level_dtype(device: torch.device | str | None) -> torch.dtype:
+    """float64 for noise levels (float32 on MPS, which has none): sqrt(1 - gamma^2) near gamma = 1 needs it."""
+    return torch.float32 if torch.device(device or "cpu").type == "mps" else torch.float64
+
+
+def gamma_to_sigma(gamma: Tensor) -> Tensor:
+    """VE level ``sigma = sqrt(1 - gamma^2) / gamma`` of SR3 levels ``gamma`` (``x_t / gamma = x0 + sigma eps``)."""
+    return (1 - gamma * gamma).clamp_min(0).sqrt() / gamma
+
+
+def sigma_to_gamma(sigma: Tensor) -> Tensor:
+    """SR3 level ``gamma = 1 / sqrt(1 + sigma^2)`` of VE levels ``sigma``."""
+    return (1 + sigma * sigma).rsqrt()
+
+
+def sample_levels(
     schedule: NoiseSchedule,
     batch_size: int,
+    kind: LevelSampling = "sr3",
+    *,
+    p_mean: float = EDM_P_MEAN,
+    p_std: float = EDM_P_STD,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Training draw of the continuous noise level (SR3 sec. 2.4, WaveGrad sec. 3.1).
+    """Training levels gamma (B,), one per image, float64 (float32 on MPS).
 
-    One timestep ``t ~ U{1..T}`` for the whole batch, then per item ``gamma ~ U(gammas[t-1], gammas[t])``.
-    Random numbers come from ``generator`` (on its device) and are moved to ``device``. Returns (B,) float32.
+    ``sr3`` (SR3 sec. 2.4, WaveGrad sec. 3.1, drawn per image rather than per batch): ``t ~ U{1..T}``, then
+    ``gamma ~ U(gammas[t-1], gammas[t])``. ``lognormal`` (Karras et al. 2022, sec. 5): ``ln(sigma) ~ N(p_mean,
+    p_std^2)`` for the VE level ``sigma``, clipped to the schedule's range ``[sigma(gammas[1]), sigma(gammas[T])]``
+    (the levels the samplers visit). Random numbers come from ``generator`` (on its device), then move to ``device``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     gen_device = generator.device if generator is not None else "cpu"
-    t = int(torch.randint(1, schedule.T + 1, (1,), generator=generator, device=gen_device))
-    u = torch.rand(batch_size, generator=generator, device=gen_device, dtype=torch.float64).cpu()
-    hi, lo = schedule.gammas[t - 1], schedule.gammas[t]
-    gamma = hi + (lo - hi) * u
-    return gamma.to(device=device or "cpu", dtype=torch.float32)
+    if kind == "sr3":
+        t = torch.randint(1, schedule.T + 1, (batch_size,), generator=generator, device=gen_device).cpu()
+        u = torch.rand(batch_size, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+        hi, lo = schedule.gammas[t - 1], schedule.gammas[t]
+        gamma = hi + (lo - hi) * u
+    elif kind == "lognormal":
+        if not p_std > 0:
+            raise ValueError(f"p_std must be > 0, got {p_std!r}")
+        z = torch.randn(batch_size, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+        ends = gamma_to_sigma(schedule.gammas[[1, -1]])
+        sigma = (p_mean + p_std * z).exp().clamp(float(ends[0]), float(ends[1]))
+        gamma = sigma_to_gamma(sigma)
+    else:
+        raise ValueError(f"level_sampling must be one of {LevelSampling.__args__}, got {kind!r}")
+    return gamma.to(device=device or "cpu", dtype=level_dtype(device))
 
 
 def _per_item(v: Tensor | float, like: Tensor) -> Tensor | float:

@@ -1,11 +1,10 @@
-"""Pure tiling for large scenes: tile grid, smooth blending windows, and tiled DDIM sampling.
+"""Pure tiling for large scenes: tile grid, smooth blending windows, and a tiled denoiser.
 
 The diffusion UNet is trained on HR crops of ``image_size`` pixels; a large scene is sampled on overlapping
-tiles of that size **jointly**: at every DDIM step the denoiser runs on every tile (in batches) and the
-per-tile noise predictions are blended into one full-canvas prediction with smooth raised-cosine windows
-before the (global) DDIM update, so the tiles agree at every step and no seam forms (MultiDiffusion,
-Bar-Tal et al. 2023, with eps instead of x0: the DDIM update is affine in eps, so blending eps blends x0 too).
-The initial noise and any DDIM noise are drawn for the whole canvas from one generator.
+tiles of that size **jointly**: at every sampler step the denoiser runs on every tile (in batches) and the
+per-tile clean estimates are blended into one full-canvas estimate with smooth raised-cosine windows before
+the (global) sampler update, so the tiles agree at every step and no seam forms (MultiDiffusion, Bar-Tal et al.
+2023). The initial noise and any step noise are drawn for the whole canvas.
 
 Images are float ``(B, C, H, W)``; nothing here knows about the networks or Lightning.
 """
@@ -15,14 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neurop_diff.diffusion.sampling import Denoiser, ddim_sample
-from neurop_diff.diffusion.schedule import NoiseSchedule
+from neurop_diff.diffusion.sampling import Denoiser
 
 __all__ = [
     "TileGrid",
@@ -31,7 +28,6 @@ __all__ = [
     "pad_for_tiles",
     "plan_tiles",
     "tile_starts",
-    "tiled_ddim_sample",
     "tiled_denoiser",
 ]
 
@@ -148,8 +144,8 @@ def tiled_denoiser(
         if on_tiles is None:
             return denoise
 
-        def single(x: Tensor, gamma: Tensor, condition: Tensor | None) -> Tensor:
-            out = denoise(x, gamma, condition)
+        def single(x: Tensor, level: Tensor, condition: Tensor | None) -> Tensor:
+            out = denoise(x, level, condition)
             on_tiles(1)
             return out
 
@@ -169,7 +165,7 @@ def tiled_denoiser(
             cache[key] = (win, norm)
         return cache[key]
 
-    def blended(x: Tensor, gamma: Tensor, condition: Tensor | None) -> Tensor:
+    def blended(x: Tensor, level: Tensor, condition: Tensor | None) -> Tensor:
         if tuple(x.shape[-2:]) != grid.size:
             raise ValueError(
                 f"tiled denoiser: canvas {tuple(x.shape[-2:])} does not match the grid {grid.size}"
@@ -185,11 +181,11 @@ def tiled_denoiser(
                 if condition is None
                 else torch.cat([condition[..., y : y + th, c : c + tw] for y, c in group])
             )
-            eps = denoise(xs, gamma.repeat(len(group)), cs)
+            est = denoise(xs, level.repeat(len(group)), cs)
             if out is None:
-                out = eps.new_zeros(b, eps.shape[1], *grid.size)
+                out = est.new_zeros(b, est.shape[1], *grid.size)
             for k, (y, c) in enumerate(group):
-                out[..., y : y + th, c : c + tw] += eps[k * b : (k + 1) * b] * win[first + k]
+                out[..., y : y + th, c : c + tw] += est[k * b : (k + 1) * b] * win[first + k]
             if on_tiles is not None:
                 on_tiles(len(group))
         return out / norm
@@ -225,48 +221,3 @@ def pad_for_tiles(
     if condition is not None and (hp, wp) != (h, w):
         condition = F.pad(condition, (0, wp - w, 0, hp - h), mode="replicate")
     return condition, (hp, wp), grid
-
-
-@torch.no_grad()
-def tiled_ddim_sample(
-    denoise: Denoiser,
-    condition: Tensor | None,
-    shape: Sequence[int],
-    schedule: NoiseSchedule,
-    *,
-    tile: int,
-    overlap: int,
-    multiple: int = 1,
-    tile_batch: int = 4,
-    steps: int = 50,
-    eta: float = 0.0,
-    spacing: Literal["uniform", "quadratic"] = "uniform",
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], None] | None = None,
-    on_tiles: Callable[[int], None] | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """DDIM sampling of a ``shape = (B, C, H, W)`` canvas of any size with tiles of ``tile`` pixels.
-
-    ``condition`` (B, C', H, W) covers the whole canvas (computed once, e.g. the operator prior). Tiles must
-    be multiples of ``multiple`` (the UNet's downsampling factor): a canvas side smaller than ``tile`` becomes
-    one tile, padded up to a multiple (condition padded by edge replication, result cropped). With one tile
-    covering an unpadded canvas this is exactly ``ddim_sample``. Returns ``shape`` in [-1, 1].
-    """
-    b, c, h, w = (int(v) for v in shape)
-    condition, (hp, wp), grid = pad_for_tiles(condition, (h, w), tile, overlap, multiple)
-    x = ddim_sample(
-        tiled_denoiser(denoise, grid, tile_batch=tile_batch, on_tiles=on_tiles),
-        condition,
-        (b, c, hp, wp),
-        schedule,
-        steps=steps,
-        eta=eta,
-        spacing=spacing,
-        generator=generator,
-        callback=callback,
-        device=device,
-        dtype=dtype,
-    )
-    return x[..., :h, :w]

@@ -13,23 +13,34 @@ from dataclasses import dataclass, field
 
 from neurop_diff.evaluation.convention import format_scale
 from neurop_diff.evaluation.paper import PAPER_CONVENTION, PaperRow
-from neurop_diff.evaluation.run_results import METRICS, Run, find_results, load_run, load_runs, scale_key
+from neurop_diff.evaluation.run_results import (
+    METRICS,
+    Run,
+    find_results,
+    load_run,
+    load_runs,
+    scale_key,
+)
 
 __all__ = [
     "Comparison",
     "Row",
     "Run",
     "build_comparison",
+    "default_metrics",
     "find_results",
     "load_run",
     "load_runs",
     "scale_key",
 ]
 
-# Best: max, but min LPIPS and, for hf_share, closest to HR's own share (the level texture restoration moves
-# toward; more is noise).
-LOWER_IS_BETTER = frozenset({"lpips"})
-DIGITS = {"psnr": 2, "hf_psnr": 2}  # the others: 4
+# Best: max, but min LPIPS, SWD and LSD-hi and, for hf_share, closest to HR's own share (the level texture
+# restoration moves toward; more is noise); the seed spread has no best (read it with PSNR and SWD).
+LOWER_IS_BETTER = frozenset({"lpips", "swd_l0", "swd_l1", "swd_l2", "lsd_hi"})
+NO_BEST = frozenset({"seed_std"})
+DIGITS = {"psnr": 2, "hf_psnr": 2, "lr_psnr": 2, "swd_l0": 2, "swd_l1": 2, "swd_l2": 2, "lsd_hi": 2}  # else 4
+BASE_METRICS = ("psnr", "ssim", "lpips")
+DEFAULT_REALISM = ("lr_psnr", "swd_l0", "lsd_hi", "seed_std")  # shown by default where a run has them
 Key = tuple[str, float]  # (metric, scale)
 
 
@@ -200,7 +211,7 @@ def _best(rows: list[Row], metric: str, scale: float) -> set[int]:
     """Indices of the best runs' rows at (metric, scale), compared as shown (ties all marked); paper rows
     never; none when fewer than two rows have a value."""
     cand = [(i, r) for i, r in enumerate(rows) if not r.reference and (metric, scale) in r.values]
-    if len(cand) < 2:
+    if len(cand) < 2 or metric in NO_BEST:
         return set()
     digits = DIGITS.get(metric, 4)
 
@@ -215,17 +226,27 @@ def _best(rows: list[Row], metric: str, scale: float) -> set[int]:
     return {i for i, r in cand if score(r) == top}
 
 
+def default_metrics(runs: list[Run]) -> list[str]:
+    """PSNR, SSIM, LPIPS, then LR-PSNR, SWD-l0, LSD-hi and the seed spread where a run recorded them."""
+    return [
+        *BASE_METRICS,
+        *(m for m in DEFAULT_REALISM if any(r.get(m) is not None for x in runs for r in x.rows)),
+    ]
+
+
 def build_comparison(
     runs: list[Run],
-    metrics: list[str] | tuple[str, ...] = ("psnr", "ssim", "lpips"),
+    metrics: list[str] | tuple[str, ...] | None = None,
     scales: list[float] | None = None,
     paper: list[PaperRow] | None = None,
     allow_mixed_conventions: bool = False,
     stage: str = "test",
 ) -> Comparison:
-    """The comparison of `runs` (and the paper's `paper` rows) at `scales` (default: every scale of a run)."""
+    """The comparison of `runs` (and the paper's `paper` rows) at `scales` (default: every scale of a run)
+    in `metrics` (default: `default_metrics`)."""
     if not runs:
         raise ValueError("compare needs at least one run")
+    metrics = default_metrics(runs) if metrics is None else metrics
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {', '.join(unknown)}: choose from {', '.join(METRICS)}")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from neurop_diff.evaluation.compare import METRICS, build_comparison, load_runs
+from neurop_diff.evaluation.compare import METRICS, build_comparison, default_metrics, load_runs
 from neurop_diff.evaluation.compare_tables import comparison_markdown, log_to_wandb, write_comparison
 from neurop_diff.evaluation.paper import DATASETS, TABLES, paper_rows
 
@@ -56,9 +56,10 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metric",
         nargs="+",
-        default=["psnr", "ssim", "lpips"],
+        default=None,
         choices=METRICS,
-        help="the metrics to tabulate, one table each (default: psnr ssim lpips)",
+        help="the metrics to tabulate, one table each (default: psnr ssim lpips, and lr_psnr swd_l0 lsd_hi "
+        "seed_std where a run recorded them)",
     )
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder (./comparison)")
     parser.add_argument("--stage", choices=("test", "val"), default="test", help="which results (test)")
@@ -100,7 +101,12 @@ def compare_main(argv: list[str], resolve_mode: ModeResolver = _env_mode) -> dic
         dataset = ns.dataset or (datasets.pop() if len(datasets) == 1 and datasets <= set(DATASETS) else None)
         paper = [row for table in ns.paper for row in paper_rows(table, dataset or "ucmerced")]
         comparison = build_comparison(
-            runs, ns.metric, ns.scales, paper, ns.allow_mixed_conventions, stage=ns.stage
+            runs,
+            ns.metric or default_metrics(runs),
+            ns.scales,
+            paper,
+            ns.allow_mixed_conventions,
+            stage=ns.stage,
         )
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"neurop-diff compare: error: {err}\n")

@@ -24,8 +24,19 @@ LABELS = {
     "hf_share": "HF share",
     "hf_psnr": "HF PSNR (dB)",
     "hf_ssim": "HF SSIM",
+    "lr_psnr": "LR-PSNR (dB)",
+    "swd_l0": "SWD l0 (x1e3)",
+    "swd_l1": "SWD l1 (x1e3)",
+    "swd_l2": "SWD l2 (x1e3)",
+    "lsd_hi": "LSD-hi (dB)",
+    "seed_std": "Seed std",
 }
-_BETTER = {"lpips": "lower is better", "hf_share": "closest to HR's share is best"}
+_BETTER = {
+    "lpips": "lower is better",
+    "hf_share": "closest to HR's share is best",
+    **{m: "lower is better" for m in ("swd_l0", "swd_l1", "swd_l2", "lsd_hi")},
+    "seed_std": "spread over seeds; no best",
+}
 DAGGER = "†"
 
 

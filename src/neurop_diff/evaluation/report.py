@@ -6,13 +6,18 @@ optionally the detail measures of `evaluation/detail.py`: `"hf_share"`, `"hf_psn
 `"hf_share_hr"` (HR's share, the reference to compare `hf_share` with); a summary row is
 `{"method", "scale", "ood", "psnr", "ssim", "lpips", <detail keys>, "n_images"}` (means over images; a key is
 None when a row lacks it). Tables and the figure show the detail columns when the rows have them.
+
+The realism measures (``evaluation/realism.py``): per image ``"lr_psnr"``, ``"lsd_hi"`` and ``"seed_std"``
+(None where not measured: seed_std needs several samples), averaged like PSNR; per set the SWD levels
+``"swd_l0"``, ``"swd_l1"``, ``"swd_l2"``, which per-image rows do not carry: `summarize` takes them per
+(method, scale) from ``set_metrics``. A column of them is shown where any row has a value (empty elsewhere).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +26,36 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from neurop_diff.evaluation.convention import format_scale
+from neurop_diff.evaluation.realism import SWD_KEYS
 
 METRICS = ("psnr", "ssim", "lpips")
 DETAIL = ("hf_share", "hf_share_hr", "hf_psnr", "hf_ssim")
+PER_IMAGE_REALISM = ("lr_psnr", "lsd_hi", "seed_std")
+REALISM = ("lr_psnr", *SWD_KEYS, "lsd_hi", "seed_std")
 _LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "hf_share": "energy share > Nyquist/2"}
+REALISM_LABELS = {
+    "lr_psnr": "LR-PSNR (dB)",
+    **{k: f"SWD {k[4:]} (x1e3)" for k in SWD_KEYS},
+    "lsd_hi": "LSD-hi (dB)",
+    "seed_std": "seed std",
+}
+REALISM_NOTE = (
+    "Realism (evaluation/realism.py): LR-PSNR = PSNR of degrade(SR) against the LR input (RGB, no crop); "
+    "SWD l0/l1/l2 = sliced Wasserstein distance of 7x7 Laplacian-pyramid patches, the method's set against "
+    "HR's, normalised by HR's statistics (x1e3; one value per method and scale; lower is closer); LSD-hi = "
+    "log-spectral distance to HR above half Nyquist (dB; lower is closer); seed std = per-pixel std over "
+    "samples of different seeds."
+)
 
 
 def has_detail(table: Sequence[dict]) -> bool:
     """Whether rows (or summary rows) carry the detail measures."""
     return bool(table) and all(r.get("hf_share") is not None for r in table)
+
+
+def present(table: Sequence[dict], keys: Sequence[str]) -> list[str]:
+    """The keys of ``keys`` that at least one row of ``table`` has a value for (the columns to show)."""
+    return [k for k in keys if any(r.get(k) is not None for r in table)]
 
 
 def _mean(group: Sequence[dict], key: str) -> float | None:
@@ -42,8 +68,15 @@ def is_ood(scale: float, scale_max: float | None) -> bool:
     return scale_max is not None and scale > scale_max + 1e-6
 
 
-def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | None = None) -> list[dict]:
-    """Mean PSNR/SSIM/LPIPS per (scale, method), ordered by scale then `methods`; lpips None if any is missing."""
+def summarize(
+    rows: Sequence[dict],
+    methods: Sequence[str],
+    scale_max: float | None = None,
+    set_metrics: Mapping[tuple[str, float], Mapping[str, float | None]] | None = None,
+) -> list[dict]:
+    """Mean PSNR/SSIM/LPIPS (and detail, per-image realism) per (scale, method), ordered by scale then
+    `methods`; a mean is None if any row lacks the key. The set-level SWD values come from ``set_metrics``
+    {(method, scale): {"swd_l0": ...}} (None where absent)."""
     groups: dict[tuple[float, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((float(row["scale"]), row["method"]), []).append(row)
@@ -60,6 +93,8 @@ def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | N
                 "ssim": float(np.mean([r["ssim"] for r in group])),
                 "lpips": _mean(group, "lpips"),
                 **{k: _mean(group, k) for k in DETAIL},
+                **{k: _mean(group, k) for k in PER_IMAGE_REALISM},
+                **{k: (set_metrics or {}).get((method, scale), {}).get(k) for k in SWD_KEYS},
                 "n_images": len(group),
             }
         )
@@ -69,12 +104,14 @@ def summarize(rows: Sequence[dict], methods: Sequence[str], scale_max: float | N
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.2f}" if metric in ("psnr", "hf_psnr") else f"{value:.4f}"
+    two = ("psnr", "hf_psnr", "lr_psnr", *SWD_KEYS, "lsd_hi")
+    return f"{value:.2f}" if metric in two else f"{value:.4f}"
 
 
 def _rounded(row: dict) -> dict:
     """Metric values to 6 decimals (float32 noise in files helps nobody)."""
-    return {k: round(v, 6) if k in METRICS + DETAIL and v is not None else v for k, v in row.items()}
+    keys = METRICS + DETAIL + REALISM
+    return {k: round(v, 6) if k in keys and v is not None and math.isfinite(v) else v for k, v in row.items()}
 
 
 def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_lpips: bool) -> Path:
@@ -88,6 +125,7 @@ def write_metrics_csv(path: Path, summary: Sequence[dict], convention: str, has_
         "ssim",
         *(["lpips"] if has_lpips else []),
         *(DETAIL if has_detail(summary) else []),
+        *present(summary, REALISM),
         "n_images",
         "convention",
     ]
@@ -104,6 +142,7 @@ def write_per_image_csv(path: Path, rows: Sequence[dict], has_lpips: bool) -> Pa
     """Every (stage, method, scale, image) with its PSNR, SSIM (and LPIPS, and the detail measures)."""
     cols = ["stage", "method", "scale", "name", "psnr", "ssim", *(["lpips"] if has_lpips else [])]
     cols += list(DETAIL) if has_detail(rows) else []
+    cols += present(rows, PER_IMAGE_REALISM)  # the set-level SWD is in metrics.csv only
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -116,6 +155,7 @@ def write_per_image_csv(path: Path, rows: Sequence[dict], has_lpips: bool) -> Pa
 def metrics_markdown(summary: Sequence[dict], convention: str, title: str, lpips_note: str) -> str:
     """Markdown table (method, scale, OOD, PSNR, SSIM, LPIPS, [detail measures,] images) after the convention."""
     detail = DETAIL if has_detail(summary) else ()
+    realism = present(summary, REALISM)
     lines = [
         f"# {title}",
         "",
@@ -129,14 +169,17 @@ def metrics_markdown(summary: Sequence[dict], convention: str, title: str, lpips
             if detail
             else []
         ),
+        *([REALISM_NOTE] if realism else []),
         "",
         "| method | scale | OOD | PSNR (dB) | SSIM | LPIPS |"
         + ("" if not detail else " HF share | HF share HR | HF PSNR (dB) | HF SSIM |")
+        + "".join(f" {REALISM_LABELS[k]} |" for k in realism)
         + " images |",
-        "| --- | ---: | :---: | ---: | ---: | ---: |" + " ---: |" * len(detail) + " ---: |",
+        "| --- | ---: | :---: | ---: | ---: | ---: |" + " ---: |" * (len(detail) + len(realism)) + " ---: |",
     ]
     for r in summary:
         extra = "".join(f" {_fmt(r[k], k)} |" for k in detail)
+        extra += "".join(f" {_fmt(r.get(k), k)} |" for k in realism)
         lines.append(
             f"| {r['method']} | x{format_scale(r['scale'])} | {'OOD' if r['ood'] else ''} | "
             f"{_fmt(r['psnr'], 'psnr')} | {_fmt(r['ssim'], 'ssim')} | {_fmt(r['lpips'], 'lpips')} |{extra} "
@@ -145,25 +188,52 @@ def metrics_markdown(summary: Sequence[dict], convention: str, title: str, lpips
     return "\n".join(lines) + "\n"
 
 
+_CONSOLE = (("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".4f"), ("LPIPS", "lpips", ".3f"))
+_CONSOLE_REALISM = (
+    ("LR-PSNR", "lr_psnr", ".2f"),
+    ("SWD-l0", "swd_l0", ".1f"),
+    ("LSD-hi", "lsd_hi", ".2f"),
+    ("seed-sd", "seed_std", ".4f"),
+)
+
+
 def console_table(summary: Sequence[dict], methods: Sequence[str]) -> str:
-    """Compact text table grouped by scale, methods side by side: PSNR / SSIM / LPIPS per method."""
-    present = [m for m in methods if any(r["method"] == m for r in summary)]
+    """Compact text table grouped by scale, methods side by side: PSNR / SSIM / LPIPS per method; below it,
+    where measured, a second block with LR-PSNR / SWD-l0 / LSD-hi (/ seed std) per method."""
+    shown = [m for m in methods if any(r["method"] == m for r in summary)]
+    blocks = [_console_block(summary, shown, _CONSOLE, 6)]
+    measured = present(summary, REALISM)
+    realism = [c for c in _CONSOLE_REALISM if c[1] in measured]
+    if realism:
+        blocks.append(_console_block(summary, shown, realism, 7))
+    return "\n\n".join(blocks)
+
+
+def _console_block(
+    summary: Sequence[dict], shown: Sequence[str], cols: Sequence[tuple[str, str, str]], w: int
+) -> str:
     by_key = {(r["scale"], r["method"]): r for r in summary}
     scales = sorted({r["scale"] for r in summary})
-    width = 23  # one cell: "| " + three 6-wide numbers and their spaces
-    head1 = f"{'scale':<10}" + "".join(f"| {m:<{width - 2}}" for m in present)
-    head2 = f"{'':<10}" + "".join(f"| {'PSNR':>6} {'SSIM':>6} {'LPIPS':>6} " for _ in present)
+    width = 2 + len(cols) * (w + 1)  # one cell: "| " + the numbers and their spaces
+    head1 = f"{'scale':<10}" + "".join(f"| {m:<{width - 2}}" for m in shown)
+    head2 = f"{'':<10}" + "".join("| " + "".join(f"{h:>{w}} " for h, _, _ in cols) for _ in shown)
     lines = [head1, head2, "-" * len(head2)]
     for s in scales:
-        ood = any(by_key[(s, m)]["ood"] for m in present if (s, m) in by_key)
+        ood = any(by_key[(s, m)]["ood"] for m in shown if (s, m) in by_key)
         cells = []
-        for m in present:
+        for m in shown:
             r = by_key.get((s, m))
             if r is None:
                 cells.append(f"| {'':<{width - 2}}")
                 continue
-            lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
-            cells.append(f"| {r['psnr']:>6.2f} {r['ssim']:>6.4f} {lp:>6} ")
+            values = [r.get(k) for _, k, _ in cols]
+            cells.append(
+                "| "
+                + "".join(
+                    f"{'n/a' if v is None else format(v, f):>{w}} "
+                    for v, (_, _, f) in zip(values, cols, strict=True)
+                )
+            )
         label = f"x{format_scale(s)}" + (" OOD" if ood else "")
         lines.append(f"{label:<10}" + "".join(cells))
     return "\n".join(lines)
@@ -209,6 +279,46 @@ def plot_metrics_vs_scale(
         axes[-1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_perception_distortion(
+    summary: Sequence[dict], methods: Sequence[str], path: Path, title: str = ""
+) -> Path | None:
+    """The perception-distortion plane (Blau & Michaeli 2018): x = SWD-l0 (x1e3, lower = closer to HR's
+    patch statistics), y = PSNR (dB); one point per method and scale, labelled with the scale, one colour per
+    method, a method's scales joined in scale order. None (nothing written) when no row has SWD-l0."""
+    pts = [r for r in summary if r.get("swd_l0") is not None and math.isfinite(r["swd_l0"])]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    order = [*methods, *sorted({r["method"] for r in pts} - set(methods))]
+    for i, method in enumerate(order):
+        mine = sorted((r for r in pts if r["method"] == method), key=lambda r: r["scale"])
+        if not mine:
+            continue
+        xs, ys = [r["swd_l0"] for r in mine], [r["psnr"] for r in mine]
+        colour = colours[i % len(colours)]
+        ax.plot(xs, ys, marker="o", linestyle=":", color=colour, label=method)
+        for r in mine:
+            text = f"x{format_scale(r['scale'])}" + (" OOD" if r.get("ood") else "")
+            ax.annotate(text, (r["swd_l0"], r["psnr"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("SWD l0 (x1e3, lower = more HR-like detail)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

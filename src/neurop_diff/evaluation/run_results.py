@@ -17,7 +17,10 @@ import yaml
 
 from neurop_diff.evaluation.convention import format_scale
 
-METRICS = ("psnr", "ssim", "lpips", "hf_share", "hf_psnr", "hf_ssim")
+# The realism measures (evaluation/realism.py) after the distortion ones; a results csv written before them
+# (or a run without them) lacks their columns: they read as None ('-' in the tables).
+REALISM = ("lr_psnr", "swd_l0", "swd_l1", "swd_l2", "lsd_hi", "seed_std")
+METRICS = ("psnr", "ssim", "lpips", "hf_share", "hf_psnr", "hf_ssim", *REALISM)
 _REQUIRED = ("method", "scale", "psnr", "ssim", "n_images", "convention")
 
 
@@ -69,7 +72,8 @@ def find_results(path: Path, stage: str = "test") -> tuple[Path, Path]:
 
 
 def read_results_csv(path: Path) -> list[dict]:
-    """The rows of a results metrics.csv: scale and metrics as float (None when empty), ood as bool."""
+    """The rows of a results metrics.csv: scale and metrics as float (None when empty or the column is
+    absent), ood as bool."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]

@@ -2,7 +2,8 @@
 console report. Pure (no Lightning); the metrics callback calls it on rank 0.
 
 Files in ``out`` (overwritten each epoch: the latest results): ``metrics.csv``, ``metrics.md``,
-``per_image.csv``, ``metrics_vs_scale.png`` and ``grids/x{scale}.png``.
+``per_image.csv``, ``metrics_vs_scale.png``, ``perception_distortion.png`` (PSNR against SWD-l0, one point
+per method and scale; when SWD was measured) and ``grids/x{scale}.png``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from neurop_diff.evaluation.report import (
     make_grid,
     metrics_markdown,
     plot_metrics_vs_scale,
+    plot_perception_distortion,
     write_metrics_csv,
     write_per_image_csv,
 )
@@ -50,6 +52,11 @@ def write_results(results: EvalResults, out: Path) -> dict[str, Path]:
     files["metrics_vs_scale.png"] = plot_metrics_vs_scale(
         results.summary, results.methods, out / "metrics_vs_scale.png", results.scale_max, results.title
     )
+    pd_plot = plot_perception_distortion(
+        results.summary, results.methods, out / "perception_distortion.png", results.title
+    )
+    if pd_plot is not None:
+        files["perception_distortion.png"] = pd_plot
     for key, image in results.grids.items():
         path = out / "grids" / f"x{key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

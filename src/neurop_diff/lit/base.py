@@ -148,14 +148,18 @@ class SRTask(L.LightningModule):
         return self._eval_step(batch, batch_idx)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Returns the SR images in [0, 1] (B,3,H,W) on the CPU with their names and scales."""
-        sr = self.super_resolve(batch, batch_idx)
-        own = next(iter(sr.values()))
-        return {
-            "sr": ((own.float().clamp(-1, 1) + 1) / 2).cpu(),
+        """Returns the SR images in [0, 1] (B,3,H,W) on the CPU with their names and scales, and the own
+        method's (B,) `seed_std` when the eval step gives one (several samples per image)."""
+        step = self._eval_step(batch, batch_idx)
+        own, image = next(iter(step["sr"].items()))
+        out = {
+            "sr": ((image.float().clamp(-1, 1) + 1) / 2).cpu(),
             "name": batch.get("name"),
             "scale": batch["scale"].cpu(),
         }
+        if own in step.get("seed_std", {}):
+            out["seed_std"] = step["seed_std"][own].float().cpu()
+        return out
 
     def _check_finite(self, loss: Tensor, batch: dict) -> None:
         # Stop before a NaN reaches the weights: the last good checkpoint stays the newest one. Under DDP every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -10,20 +11,24 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from neurop_diff.diffusion.ksamplers import Sampler
 from neurop_diff.diffusion.parameterisation import LossWeighting, Prediction
-from neurop_diff.diffusion.schedule import NoiseSchedule, make_schedule, sample_gamma
+from neurop_diff.diffusion.sampling import Spacing
+from neurop_diff.diffusion.schedule import (
+    EDM_P_MEAN,
+    EDM_P_STD,
+    EDM_SIGMA_DATA,
+    LevelSampling,
+    NoiseSchedule,
+    make_schedule,
+    sample_levels,
+)
+from neurop_diff.evaluation.realism import seed_std
 from neurop_diff.lit.base import SRTask, adam, stepwise
 from neurop_diff.lit.operator import load_operator
 from neurop_diff.models.liif import Operator
-from neurop_diff.models.neuropdiff import (
-    Condition,
-    NeurOpDiff,
-    Sampler,
-    Spacing,
-    condition_channels,
-    starting_noise,
-)
-from neurop_diff.models.unet import UNet
+from neurop_diff.models.neuropdiff import Condition, NeurOpDiff, condition_channels
+from neurop_diff.models.unet import NoiseEmbedding, UNet
 from neurop_diff.weights.checkpoint import build_operator
 from neurop_diff.weights.checkpoint import operator_args as full_operator_args
 
@@ -52,18 +57,31 @@ class DiffusionModule(SRTask):
             model returns the prior (v, edm: the prior plus the noise they have yet to learn to remove). No effect
             with `eps` (see `models.neuropdiff`).
         sigma_data: the `edm` target's std (None: 0.5, or 0.1 with `residual`).
+        noise_embedding: how the UNet sees the noise level: `sr3` (a sinusoid of gamma: SR3's and the authors',
+            needed for their weights; it barely tells the low-noise levels apart) or `log_sigma` (of EDM's
+            c_noise = ln(sigma) / 4, Karras et al. 2022; required by `edm`).
         base_channels ... dropout: the UNet (defaults: the authors', ~47.5M parameters).
         channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU; 1.15x
             per UNet step on the 2-core CPU with the tuned allocator, 1.5x without: docs/benchmarks.md).
         schedule, timesteps, beta_start, beta_end: the noise schedule (authors: linear 1e-6..1e-2, T=2000).
-        loss: `l1` (paper) or `l2` on the prediction target; loss_weighting: `none` or `min_snr` (Hang et al.
-            2023, weight min(SNR, 5) in x0 terms).
+        loss: `l1` (paper) or `l2` on the prediction target; loss_weighting: `none`, `min_snr` (Hang et al.
+            2023, weight min(SNR, 5) in x0 terms) or `edm` (Karras et al.'s lambda(sigma); 1 on the `edm` target);
+            square-rooted for `l1` (`diffusion.parameterisation.loss_weight`).
+        level_sampling, p_mean, p_std: training noise levels, one per image: `sr3` (a timestep uniform over the
+            schedule, gamma uniform within it) or `lognormal` (ln VE sigma ~ N(p_mean, p_std^2), Karras et al.
+            2022; p_mean None: EDM's -1.2 moved by ln(sigma_data / 0.5), i.e. centred on the residual's scale
+            with `residual`).
         input_perturbation: the UNet's training input is noised with ``eps + input_perturbation * xi`` (xi a
-            second Gaussian) while the target keeps ``eps`` (Ning et al. 2023, DDPM-IP: 0.1); 0 = off.
+            second Gaussian; Ning et al. 2023, DDPM-IP: 0.1); an `eps` model keeps the target ``eps`` (DDPM-IP's),
+            the others the target of the input they see (it still implies HR); 0 = off.
         lr_schedule, lr_step_every: absolute Adam learning rates, one per `lr_step_every` optimizer steps.
         sampler, sampling_steps, eta, spacing: sampling at validation/test/predict: `ddim` (`sampling_steps`,
-            `eta`, spacing `uniform`/`quadratic`), `ddpm` over all `timesteps`, or the ODE samplers `euler`,
-            `heun`, `dpmpp_2m` (Lu et al. 2022; spacing `uniform` or `karras`).
+            `eta`), `ddpm` over all `timesteps`, or the ODE samplers `euler`, `heun`, `dpmpp_2m` (Lu et al. 2022);
+            spacing of the levels `leading` (DDIM's; `uniform` is its old name), `trailing` (Lin et al. 2024:
+            starts at the highest level), `linspace`, `quadratic` or `karras`.
+        samples: samples drawn per image at validation/test/predict (seeds seed..seed+K-1): the first is the
+            result, the mean per-pixel std over all K is reported as `seed_std` (SRMetrics; predict: the
+            SRPredictionWriter's seed_std.csv).
         clip_denoised: clamp the predicted HR to [-1, 1] at every sampling step (SR3; the authors' code does not).
         seed: seeds the training noise (per rank and batch, see `SRTask`) and the sampling: every image starts
             from `starting_noise(seed)` (so `neurop-diff test`, `predict` and `upscale` give the same sample of an
@@ -75,7 +93,7 @@ class DiffusionModule(SRTask):
     #: `--ckpt_path` keeps the checkpoint's values and another value is an error (neurop_diff.cli).
     ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(
         ("condition", "operator_args", "base_channels", "channel_mults", "res_blocks", "attn_resolutions",
-         "image_size", "norm_groups", "prediction", "residual", "sigma_data")
+         "image_size", "norm_groups", "prediction", "residual", "sigma_data", "noise_embedding")
     )  # fmt: skip
 
     def __init__(
@@ -86,6 +104,7 @@ class DiffusionModule(SRTask):
         prediction: Prediction = "eps",
         residual: bool = False,
         sigma_data: float | None = None,
+        noise_embedding: NoiseEmbedding = "sr3",
         base_channels: int = 64,
         channel_mults: tuple[int, ...] = (1, 2, 2, 4, 4, 8),
         res_blocks: int = 1,
@@ -101,12 +120,16 @@ class DiffusionModule(SRTask):
         loss: Literal["l1", "l2"] = "l1",
         loss_weighting: LossWeighting = "none",
         input_perturbation: float = 0.0,
+        level_sampling: LevelSampling = "sr3",
+        p_mean: float | None = None,
+        p_std: float = EDM_P_STD,
         lr_schedule: list[float] | None = None,
         lr_step_every: int = 100_000,
         sampler: Sampler = "ddim",
         sampling_steps: int = 50,
         eta: float = 0.0,
-        spacing: Spacing = "uniform",
+        spacing: Spacing = "leading",
+        samples: int = 1,
         clip_denoised: bool = True,
         seed: int = 0,
         chunk_size: int | None = 65536,
@@ -116,6 +139,16 @@ class DiffusionModule(SRTask):
             raise ValueError(f"input_perturbation must be in [0, 1), got {input_perturbation}")
         if sampling_steps < 1 or sampling_steps > timesteps:
             raise ValueError(f"sampling_steps must be in [1, timesteps={timesteps}], got {sampling_steps}")
+        if level_sampling not in LevelSampling.__args__:
+            raise ValueError(
+                f"level_sampling must be one of {LevelSampling.__args__}, got {level_sampling!r}"
+            )
+        if not p_std > 0:
+            raise ValueError(f"p_std must be > 0 (the std of ln sigma of the training levels), got {p_std!r}")
+        if samples < 1:
+            raise ValueError(
+                f"samples must be >= 1 (samples drawn per image at validation/test), got {samples}"
+            )
         operator: Operator | None = None
         self._operator_loaded = False
         if operator_ckpt is not None and Path(operator_ckpt).is_file():
@@ -145,6 +178,7 @@ class DiffusionModule(SRTask):
             norm_groups=norm_groups,
             dropout=dropout,
             channels_last=channels_last,
+            noise_embedding=noise_embedding,
         )
         if residual:
             torch.nn.init.zeros_(unet.out_conv.weight)
@@ -180,6 +214,13 @@ class DiffusionModule(SRTask):
         """(condition, operator prior or None) of the model, with the prior outside training only."""
         return self.model.condition(lr, size, with_prior=not self.training)
 
+    @property
+    def p_mean(self) -> float:
+        """The log-normal levels' mean of ln(VE sigma): `p_mean`, or EDM's -1.2 moved by ln(sigma_data / 0.5)."""
+        if self.hparams.p_mean is not None:
+            return float(self.hparams.p_mean)
+        return EDM_P_MEAN + math.log(self.model.sigma_data / EDM_SIGMA_DATA)
+
     def on_fit_start(self) -> None:
         if self.operator is not None and not self._operator_loaded and self.trainer.ckpt_path is None:
             raise RuntimeError(
@@ -191,14 +232,18 @@ class DiffusionModule(SRTask):
         hr, lr = batch["hr"], batch["lr"]
         cond, _ = self.condition(lr, tuple(hr.shape[-2:]))
         self._generator.manual_seed(self.training_seed("diffusion"))
-        gamma = sample_gamma(self.schedule, hr.shape[0], generator=self._generator).to(hr)
+        hp = self.hparams
+        gamma = sample_levels(
+            self.schedule, hr.shape[0], hp.level_sampling, p_mean=self.p_mean, p_std=hp.p_std,
+            generator=self._generator, device=hr.device,
+        )  # fmt: skip
         noise = torch.randn(hr.shape, generator=self._generator).to(hr)
-        extra = self.hparams.input_perturbation
+        extra = hp.input_perturbation
         input_noise = (
             noise + extra * torch.randn(hr.shape, generator=self._generator).to(hr) if extra else None
         )
         loss = self.model.training_loss(
-            hr, cond.to(hr.dtype), gamma, noise, self.hparams.loss, self.hparams.loss_weighting, input_noise
+            hr, cond.to(hr.dtype), gamma, noise, hp.loss, hp.loss_weighting, input_noise
         )
         self._check_finite(loss, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=hr.shape[0])
@@ -206,31 +251,35 @@ class DiffusionModule(SRTask):
         return loss
 
     def super_resolve(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        return self._sample_batch(batch, 1)[0]
+
+    def _eval_step(self, batch: dict, batch_idx: int) -> dict[str, dict[str, Tensor]]:
+        sr, spread = self._sample_batch(batch, self.hparams.samples)
+        return {"sr": sr, **({"seed_std": {"diffusion": spread}} if spread is not None else {})}
+
+    def _sample_batch(self, batch: dict, k: int) -> tuple[dict[str, Tensor], Tensor | None]:
+        """({"diffusion": the sample of seed `seed`, "operator": the prior}, the (B,) seed spread of k samples
+        with seeds seed..seed+k-1, or None for k = 1)."""
         lr, hp = batch["lr"], self.hparams
         size = tuple(batch["hr"].shape[-2:])
         cond, prior = self.condition(lr, size)
         steps = hp.timesteps if hp.sampler == "ddpm" else hp.sampling_steps
-        bar = self._step_bar(f"{hp.sampler.upper()} x{float(batch['scale'][0]):.2f}", steps)
+        bar = self._step_bar(f"{hp.sampler.upper()} x{float(batch['scale'][0]):.2f}", steps * k)
         # Every image starts from the same seeded noise, whatever batch or rank it is in (see `seed`).
-        x_T, generator = starting_noise(hp.seed, (1, 3, *size))
-        sr = self.model.sample(
-            lr,
-            size,
-            steps=hp.sampling_steps,
-            eta=hp.eta,
-            sampler=hp.sampler,
-            spacing=hp.spacing,
-            x_T=x_T.expand(lr.shape[0], -1, -1, -1),
-            generator=generator,
-            condition=(cond, prior),
-            callback=(lambda _: bar.update(1)) if bar is not None else None,
-        )
+        draws = [
+            self.model.sample(
+                lr, size, steps=hp.sampling_steps, eta=hp.eta, sampler=hp.sampler, spacing=hp.spacing,
+                seed=hp.seed + j, condition=(cond, prior),
+                callback=(lambda _: bar.update(1)) if bar is not None else None,
+            )
+            for j in range(k)
+        ]  # fmt: skip
         if bar is not None:
             bar.close()
-        out = {"diffusion": sr}
+        out = {"diffusion": draws[0]}
         if prior is not None:
             out["operator"] = prior
-        return out
+        return out, seed_std(torch.stack(draws)) if k > 1 else None
 
     def _step_bar(self, desc: str, total: int) -> tqdm | None:
         """A transient bar over the sampling steps of one batch, under Lightning's own bars (rank 0 only)."""

@@ -1,15 +1,18 @@
 """NeurOp-Diff as a plain model: the frozen neural-operator prior, the conditional UNet and the noise schedule.
 
 Training (``lit.DiffusionModule``), evaluation and ``neurop_diff.upscale`` all call this one model: the same
-``condition``, the same ``denoise`` and the same ``sample`` (tiling is only a way of evaluating the denoiser on
+``condition``, the same ``denoised`` and the same ``sample`` (tiling is only a way of evaluating the denoiser on
 large canvases, see ``diffusion.tiling``), so one image, scale and seed give one result on every path.
 
-Images are float (B, C, H, W) in [-1, 1]; ``size`` is the HR (H, W); noise levels are SR3's ``gamma``.
+Images are float (B, C, H, W) in [-1, 1]; ``size`` is the HR (H, W). Two names for one noise level: SR3's
+``gamma = sqrt(abar)`` (the schedule, training draws, the UNet's input) and the VE ``sigma = sqrt(1 - gamma^2) /
+gamma`` (the samplers and ``denoised``, Karras et al. 2022): ``x = x_t / gamma = x0 + sigma eps``.
 
 ``residual=True`` makes the UNet's clean target the residual ``HR - base``, where the base is the condition image
 itself (the operator's RGB prior, or the bicubic upsampling; SRDiff, Li et al. 2022): the diffusion still runs on
 HR (the UNet sees ``x_t`` of HR, as without it), and its output is read in the shifted variable
-``x_t - gamma base = gamma (HR - base) + sigma eps``, so the clean estimate is ``base + residual``. With
+``x_t - gamma base``, so the clean estimate is ``base + residual`` (``edm`` feeds the scaled residual state itself,
+Karras et al.'s preconditioning). With
 ``prediction='x0'`` and the UNet's last conv zeroed, an untrained model returns its prior exactly; with ``eps`` the
 shift cancels (residual changes nothing). Diffusing the residual itself (the UNet seeing the shifted variable)
 learnt more slowly here: see docs/diffusion_learning.md.
@@ -24,18 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurop_diff.diffusion.ksamplers import k_sample
+from neurop_diff.diffusion.ksamplers import Sampler, run_sampler
 from neurop_diff.diffusion.parameterisation import (
     LossWeighting,
     Prediction,
     check_sigma_data,
-    eps_from_x0,
     loss_weight,
     to_x0,
     training_target,
 )
-from neurop_diff.diffusion.sampling import ddim_sample, ddpm_sample, start_level
-from neurop_diff.diffusion.schedule import NoiseSchedule, q_sample
+from neurop_diff.diffusion.sampling import Spacing, get_sigmas, truncate_sigmas
+from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, sigma_to_gamma
 from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
 
 from .liif import Operator
@@ -48,14 +50,11 @@ __all__ = [
     "NeurOpDiff",
     "Sampler",
     "condition_channels",
+    "shared_noise",
     "starting_noise",
 ]
 
 Condition = Literal["operator", "bicubic", "encoder", "operator_features"]
-Sampler = Literal["ddim", "ddpm", "euler", "heun", "dpmpp_2m"]
-#: Level spacing: ``uniform`` (DDIM's timesteps, every sampler), ``quadratic`` (DDIM), ``karras`` (euler, heun,
-#: dpmpp_2m).
-Spacing = Literal["uniform", "quadratic", "karras"]
 #: Conditions that are an HR image, so the model can diffuse the residual HR - condition.
 RESIDUAL_CONDITIONS = ("operator", "bicubic")
 
@@ -130,6 +129,11 @@ class NeurOpDiff(nn.Module):
         if prediction not in Prediction.__args__:
             raise ValueError(f"prediction must be one of {Prediction.__args__}, got {prediction!r}")
         sigma_data = check_sigma_data((0.1 if residual else 0.5) if sigma_data is None else sigma_data)
+        if prediction == "edm" and unet.noise_embedding != "log_sigma":
+            raise ValueError(
+                "prediction 'edm' needs the UNet's noise_embedding 'log_sigma' (EDM's c_noise = ln(sigma) / 4), "
+                f"got {unet.noise_embedding!r}"
+            )
         expected = 3 + condition_channels(condition, operator)
         if unet.in_channels != expected:
             raise ValueError(
@@ -174,25 +178,40 @@ class NeurOpDiff(nn.Module):
             return cond, prior
 
     def forward(self, x_t: Tensor, gamma: Tensor, condition: Tensor) -> Tensor:
-        """The UNet's raw output (the chosen ``prediction``) for x_t (B,3,H,W) at levels gamma (B,)."""
+        """The UNet's raw output for its input ``x_t`` (B, 3, H, W) at SR3 levels gamma (B,): ``cat[x_t,
+        condition]`` (the authors'); ``x_t`` is the VP state, or EDM's ``c_in``-scaled state for ``edm``."""
         return self.unet(torch.cat([x_t, condition], dim=1), gamma)
 
-    def denoised(self, x_t: Tensor, gamma: Tensor, condition: Tensor) -> Tensor:
-        """The clean HR estimate (B, 3, H, W) for x_t at levels gamma (B,), clamped to [-1, 1] when
-        ``clip_denoised``."""
-        out = self(x_t, gamma, condition)
-        if self.residual:
-            g = gamma.view(-1, 1, 1, 1).to(x_t.dtype)
-            x0 = condition + to_x0(self.prediction, out, x_t - g * condition, gamma, self.sigma_data)
-        else:
-            x0 = to_x0(self.prediction, out, x_t, gamma, self.sigma_data)
-        return x0.clamp(-1.0, 1.0) if self.clip_denoised else x0
+    def _predict(self, x: Tensor, sigma: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """(UNet output, unclamped clean estimate) for the VE state ``x = HR + sigma eps`` at VE levels (B,).
 
-    def denoise(self, x_t: Tensor, gamma: Tensor, condition: Tensor) -> Tensor:
-        """The noise estimate that samplers consume, from any ``prediction`` (``diffusion.sampling.Denoiser``)."""
-        if self.prediction == "eps" and not self.clip_denoised:
-            return self(x_t, gamma, condition)
-        return eps_from_x0(self.denoised(x_t, gamma, condition), x_t, gamma)
+        ``edm`` (Karras et al. 2022, Table 1): ``D = base + c_skip y + c_out F(c_in y; c_noise)`` on ``y = x -
+        base`` (base: the condition with ``residual``, else 0), ``c_noise`` being the UNet's ``log_sigma``
+        embedding. The others see SR3's VP state ``gamma x`` and their output is converted by ``to_x0``.
+        """
+        s = sigma.to(torch.float32 if x.device.type == "mps" else torch.float64)
+        g = sigma_to_gamma(s)
+        base = condition if self.residual else None
+        if self.prediction == "edm":
+            d = self.sigma_data
+            y = x if base is None else x - base
+            sv = s.view(-1, 1, 1, 1)
+            norm = sv * sv + d * d
+            out = self(y * norm.rsqrt().to(x.dtype), g, condition)
+            x0 = (d * d / norm).to(x.dtype) * y + (sv * d * norm.rsqrt()).to(x.dtype) * out
+        else:
+            x_t = g.view(-1, 1, 1, 1).to(x.dtype) * x
+            out = self(x_t, g, condition)
+            shifted = x_t if base is None else x_t - g.view(-1, 1, 1, 1).to(x.dtype) * base
+            x0 = to_x0(self.prediction, out, shifted, g, self.sigma_data)
+        return out, x0 if base is None else base + x0
+
+    def denoised(self, x: Tensor, sigma: Tensor, condition: Tensor) -> Tensor:
+        """The clean HR estimate (B, 3, H, W) for the VE state ``x = HR + sigma eps`` at VE levels ``sigma`` (B,)
+        (k-diffusion's Denoiser; ``diffusion.sampling.Denoiser``), clamped to [-1, 1] when ``clip_denoised``:
+        the one place any sampler's estimate is clamped."""
+        x0 = self._predict(x, sigma, condition)[1]
+        return x0.clamp(-1.0, 1.0) if self.clip_denoised else x0
 
     def training_loss(
         self,
@@ -204,17 +223,21 @@ class NeurOpDiff(nn.Module):
         weighting: LossWeighting = "none",
         input_noise: Tensor | None = None,
     ) -> Tensor:
-        """Loss of one training batch: HR (B,3,H,W) noised to ``gamma`` (B,) with ``noise``; the UNet output is
-        compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2.
-        ``input_noise``: the noise that forms the UNet's input instead of ``noise`` (the target keeps ``noise``):
-        input perturbation, Ning et al. 2023, against the sampler's exposure bias."""
-        x_t = q_sample(hr, gamma, noise if input_noise is None else input_noise)
-        out = self(x_t, gamma, condition)
+        """Loss of one training batch: HR (B,3,H,W) noised to SR3 levels ``gamma`` (B,) with ``noise``; the UNet
+        output is compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2,
+        weighted per item (``loss_weight``). ``input_noise``: the noise in the UNet's input instead of ``noise``
+        (input perturbation, Ning et al. 2023): an eps model keeps ``noise`` as its target (DDPM-IP's
+        definition); the other targets are those of the input actually seen, so that they still imply HR."""
+        seen = noise if input_noise is None else input_noise
+        sigma = gamma_to_sigma(gamma.to(torch.float32 if hr.device.type == "mps" else torch.float64))
+        x = hr + sigma.view(-1, 1, 1, 1).to(hr.dtype) * seen
+        out, _ = self._predict(x, sigma, condition)
         clean = hr - condition if self.residual else hr
-        target = training_target(self.prediction, clean, noise, gamma, self.sigma_data)
+        eps = noise if self.prediction == "eps" else seen
+        target = training_target(self.prediction, clean, eps, gamma, self.sigma_data)
         err = (out - target).abs() if loss == "l1" else (out - target).square()
         per_item = err.flatten(1).mean(1)
-        weight = loss_weight(self.prediction, gamma, weighting, sigma_data=self.sigma_data)
+        weight = loss_weight(self.prediction, gamma, weighting, sigma_data=self.sigma_data, loss=loss)
         return (per_item * weight.to(per_item)).mean()
 
     @torch.inference_mode()
@@ -226,7 +249,7 @@ class NeurOpDiff(nn.Module):
         steps: int = 50,
         eta: float = 0.0,
         sampler: Sampler = "ddim",
-        spacing: Spacing = "uniform",
+        spacing: Spacing = "leading",
         seed: int = 0,
         x_T: Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -240,15 +263,16 @@ class NeurOpDiff(nn.Module):
     ) -> Tensor:
         """An HR sample (B, 3, H, W) in [-1, 1] for ``lr`` (B, 3, h, w) at ``size`` = (H, W).
 
-        Starting noise: ``x_T`` if given (with ``generator`` for further draws), else :func:`starting_noise`
-        of ``seed`` over the (padded) canvas. ``sampler``: DDIM with ``steps`` and ``eta``, DDPM over all T
-        steps, or the deterministic ODE samplers ``euler`` / ``heun`` / ``dpmpp_2m`` (``diffusion.ksamplers``)
-        with ``steps`` levels. ``strength < 1`` (DDIM, image conditions): start from the condition image
-        noised to the level of step ``round(strength * steps)`` from the end and run only those steps (Chung et
-        al. 2022, "Come-closer-diffuse-faster": a good initial estimate needs less of the reverse process). ``condition``: a precomputed ``self.condition(lr, size)``. ``tile``: evaluate the UNet on
-        overlapping tiles of ``tile`` HR pixels (overlap default ``tile // 4``) blended at every step; None
-        samples the whole canvas at once. ``callback`` gets the sampler's per-step info, ``on_tiles(n)`` the
-        number of tiles evaluated.
+        Starting noise: ``x_T`` (the VP N(0, I) state, (1 or B, 3, Hp, Wp) over the padded canvas) if given, with
+        ``generator`` for further draws; else :func:`starting_noise` of ``seed`` for one image, shared by every
+        image of the batch, and so is each step's noise (eta > 0, ddpm): an image's sample does not depend on
+        the batch it is in. ``sampler`` (``diffusion.ksamplers.SAMPLERS``) runs over ``steps`` levels spaced by
+        ``spacing`` (``diffusion.sampling.get_sigmas``; ``ddpm``: all T levels, eta 1); ``eta`` is DDIM's.
+        ``strength < 1`` (image conditions): start from the condition noised to the level of step
+        ``round(strength * steps)`` from the end and run only those steps (Chung et al. 2022). ``condition``: a
+        precomputed ``self.condition(lr, size)``. ``tile``: evaluate the UNet on overlapping tiles of ``tile`` HR
+        pixels (overlap default ``tile // 4``) blended at every step; None samples the whole canvas at once.
+        ``callback`` gets the sampler's per-step info, ``on_tiles(n)`` the number of tiles evaluated.
         """
         h, w = int(size[0]), int(size[1])
         cond, _ = condition if condition is not None else self.condition(lr, (h, w), with_prior=False)
@@ -260,30 +284,41 @@ class NeurOpDiff(nn.Module):
                 f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
             )
         cond, (hp, wp), grid = pad_for_tiles(cond, (h, w), -(-tile_px // factor) * factor, overlap, factor)
-        shape = (lr.shape[0], 3, hp, wp)
         if x_T is None:
-            x_T, own = starting_noise(seed, shape)
+            x_T, own = starting_noise(seed, (1, 3, hp, wp))
             generator = generator or own
+        if x_T.shape[0] not in (1, lr.shape[0]) or tuple(x_T.shape[1:]) != (3, hp, wp):
+            raise ValueError(
+                f"x_T has shape {tuple(x_T.shape)}, expected (1 or {lr.shape[0]}, 3, {hp}, {wp}): the padded canvas"
+            )
+        sigmas = self.sigmas(sampler, steps, spacing)
+        x = x_T.to(cond).expand(lr.shape[0], -1, -1, -1) * (1 + sigmas[0] ** 2).sqrt().item()
         if strength < 1.0:
-            if sampler != "ddim" or self.condition_kind not in RESIDUAL_CONDITIONS:
-                raise ValueError(
-                    "strength < 1 needs the ddim sampler and an image condition (operator, bicubic)"
-                )
-            g = start_level(self.schedule, steps, strength, spacing)
-            x_T = g * cond + (1 - g * g) ** 0.5 * x_T.to(cond)
-        denoise = tiled_denoiser(self.denoise, grid, tile_batch=tile_batch, on_tiles=on_tiles)
-        common = dict(generator=generator, x_T=x_T.to(cond), callback=callback, device=cond.device,
-                      dtype=cond.dtype, clip_denoised=False)  # fmt: skip
-        if sampler == "ddim":
-            x = ddim_sample(
-                denoise, cond, shape, self.schedule, steps=steps, eta=eta, spacing=spacing, strength=strength,
-                **common,
-            )  # fmt: skip
-        elif sampler == "ddpm":
-            x = ddpm_sample(denoise, cond, shape, self.schedule, **common)
-        elif sampler in ("euler", "heun", "dpmpp_2m"):
-            common.pop("clip_denoised")
-            x = k_sample(sampler, denoise, cond, shape, self.schedule, steps=steps, spacing=spacing, **common)
-        else:
-            raise ValueError(f"sampler must be one of {Sampler.__args__}, got {sampler!r}")
+            if self.condition_kind not in RESIDUAL_CONDITIONS:
+                raise ValueError("strength < 1 needs an image condition (operator, bicubic)")
+            sigmas = truncate_sigmas(sigmas, strength)
+            x = cond + float(sigmas[0]) * x_T.to(cond)  # the VP cond noised to gamma, in VE units
+        denoiser = tiled_denoiser(self.denoised, grid, tile_batch=tile_batch, on_tiles=on_tiles)
+        x = run_sampler(
+            sampler, denoiser, x, sigmas, condition=cond, eta=eta, callback=callback,
+            noise_sampler=shared_noise(generator, per_image=x_T.shape[0] == 1),
+        )  # fmt: skip
         return x[..., :h, :w].clamp(-1.0, 1.0)
+
+    def sigmas(self, sampler: Sampler, steps: int, spacing: Spacing = "leading") -> Tensor:
+        """The VE level grid a run of ``sampler`` visits: ``steps`` levels (``ddpm``: all T), then 0."""
+        if sampler == "ddpm":
+            return get_sigmas(self.schedule, self.schedule.T, "leading")
+        return get_sigmas(self.schedule, steps, spacing)
+
+
+def shared_noise(generator: torch.Generator | None, per_image: bool) -> Callable[[Tensor], Tensor]:
+    """A sampler's step-noise source: N(0, I) like ``x`` from ``generator`` (float32 on its device, then moved);
+    with ``per_image`` one image's draw shared by the whole batch (the seeding rule of :func:`starting_noise`)."""
+
+    def draw(x: Tensor) -> Tensor:
+        gen_device = generator.device if generator is not None else "cpu"
+        shape = (1, *x.shape[1:]) if per_image else tuple(x.shape)
+        return torch.randn(shape, generator=generator, device=gen_device).to(x).expand_as(x)
+
+    return draw

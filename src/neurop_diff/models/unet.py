@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,24 +25,65 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .dropout import Dropout
 
-__all__ = ["Downsample", "NoiseLevelEncoding", "ResBlock", "SelfAttention", "UNet", "Upsample"]
+__all__ = [
+    "LOG_SIGMA_SCALE",
+    "Downsample",
+    "NoiseEmbedding",
+    "NoiseLevelEncoding",
+    "ResBlock",
+    "SelfAttention",
+    "UNet",
+    "Upsample",
+    "c_noise",
+]
+
+
+NoiseEmbedding = Literal["sr3", "log_sigma"]
+#: ``log_sigma`` feeds ``LOG_SIGMA_SCALE * ln(sigma) / 4`` to the sinusoid: over SR3's linear schedule (VE sigma
+#: 0.001 .. 148) that spans about -430 .. 310, the range DDPM's timestep embedding covers (0 .. 1000), so every
+#: frequency from 1e-4 to 1 is used.
+LOG_SIGMA_SCALE = 250.0
+#: The VE level below which ``log_sigma`` embeddings coincide (gamma = 1 would give ln 0).
+SIGMA_FLOOR = 1e-4
+
+
+def c_noise(gamma: Tensor) -> Tensor:
+    """EDM's noise input ``ln(sigma) / 4`` (Karras et al. 2022, Table 1) for SR3 levels ``gamma`` (B,), with the VE
+    level ``sigma = sqrt(1 - gamma^2) / gamma`` floored at ``SIGMA_FLOOR``; float64 (float32 on MPS) so that the
+    levels near gamma = 1 stay apart."""
+    dtype = torch.float32 if gamma.device.type == "mps" else torch.float64
+    g = gamma.to(dtype)
+    sigma = (1 - g * g).clamp_min(0).sqrt() / g
+    return sigma.clamp_min(SIGMA_FLOOR).log() / 4
 
 
 class NoiseLevelEncoding(nn.Module):
-    """Sinusoid of gamma (SR3's PositionalEncoding): ``cat[sin(gamma w), cos(gamma w)]`` with
-    ``w_i = exp(-ln(1e4) i / (dim / 2))``, ``i < dim / 2``. (B,) -> (B, dim)."""
+    """Sinusoidal embedding of the noise level, (B,) -> (B, dim): ``cat[sin(c w), cos(c w)]`` with
+    ``w_i = exp(-ln(1e4) i / (dim / 2))``, ``i < dim / 2``.
 
-    def __init__(self, dim: int) -> None:
+    ``kind='sr3'``: ``c = gamma`` (SR3's PositionalEncoding, the authors'; levels with gamma near 1, i.e. all of
+    the low-noise range, get nearly the same embedding). ``kind='log_sigma'``: ``c = LOG_SIGMA_SCALE * ln(sigma)
+    / 4`` (EDM's c_noise, Karras et al. 2022), which tells every level apart. Computed outside any autocast in
+    the levels' precision, at least float32.
+    """
+
+    def __init__(self, dim: int, kind: NoiseEmbedding = "sr3") -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"noise-level embedding dim must be even, got {dim}")
-        self.dim = dim
+        if kind not in NoiseEmbedding.__args__:
+            raise ValueError(f"noise_embedding must be one of {NoiseEmbedding.__args__}, got {kind!r}")
+        self.dim, self.kind = dim, kind
 
     def forward(self, gamma: Tensor) -> Tensor:
-        count = self.dim // 2
-        step = torch.arange(count, dtype=gamma.dtype, device=gamma.device) / count
-        encoding = gamma[:, None] * torch.exp(-math.log(1e4) * step[None])
-        return torch.cat([torch.sin(encoding), torch.cos(encoding)], dim=-1)
+        with torch.autocast(gamma.device.type, enabled=False):
+            c = c_noise(gamma) * LOG_SIGMA_SCALE if self.kind == "log_sigma" else gamma
+            if not c.is_floating_point() or c.element_size() < 4:
+                c = c.float()
+            count = self.dim // 2
+            step = torch.arange(count, dtype=c.dtype, device=gamma.device) / count
+            encoding = c[:, None] * torch.exp(-math.log(1e4) * step[None])
+            return torch.cat([torch.sin(encoding), torch.cos(encoding)], dim=-1)
 
 
 class SelfAttention(nn.Module):
@@ -125,6 +167,8 @@ class UNet(nn.Module):
         dropout: dropout in the second conv block of every residual block.
         channels_last: convert the weights and the input to channels_last (faster convs on CPU).
         checkpoint: recompute residual blocks in backward (activation checkpointing) while training.
+        noise_embedding: ``sr3`` (the sinusoid of gamma: SR3's and the authors') or ``log_sigma`` (of EDM's
+            ``ln(sigma) / 4``, which tells the low-noise levels apart; :class:`NoiseLevelEncoding`).
     """
 
     def __init__(
@@ -140,6 +184,7 @@ class UNet(nn.Module):
         dropout: float = 0.2,
         channels_last: bool = False,
         checkpoint: bool = False,
+        noise_embedding: NoiseEmbedding = "sr3",
     ) -> None:
         super().__init__()
         if not channel_mults or res_blocks < 1:
@@ -157,7 +202,8 @@ class UNet(nn.Module):
         self.channels_last, self.checkpoint = channels_last, checkpoint
         emb = base_channels
 
-        self.noise_encoding = NoiseLevelEncoding(emb)
+        self.noise_embedding = noise_embedding
+        self.noise_encoding = NoiseLevelEncoding(emb, noise_embedding)
         self.noise_mlp = nn.Sequential(nn.Linear(emb, emb * 4), nn.SiLU(), nn.Linear(emb * 4, emb))
 
         def block(cin: int, cout: int, attention: bool) -> ResBlock:
@@ -195,7 +241,8 @@ class UNet(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor, gamma: Tensor) -> Tensor:
-        """``x``: (B, in_channels, H, W) = cat[x_t, condition]; ``gamma``: (B,) noise levels in [0, 1].
+        """``x``: (B, in_channels, H, W) = cat[x_t, condition]; ``gamma``: (B,) SR3 noise levels in (0, 1]
+        (float64 keeps the levels near 1 apart for ``log_sigma``).
         Returns the predicted noise (B, out_channels, H, W)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -208,7 +255,8 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects gamma of shape ({x.shape[0]},), got {tuple(gamma.shape)}")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        emb = self.noise_mlp(self.noise_encoding(gamma.to(x.dtype)))
+        with torch.autocast(x.device.type, enabled=False):  # float32: low-precision levels would merge
+            emb = self.noise_mlp(self.noise_encoding(gamma).to(self.noise_mlp[0].weight.dtype))
 
         feats = []
         for layer in self.downs:
