@@ -174,8 +174,10 @@ class WandbLogger(_WandbLogger):
 def run_names(hparams: dict[str, Any]) -> dict[str, Any]:
     """Run name, group and tags from model + datamodule hyper-parameters (stage, dataset, condition, scales)."""
     stage = "diffusion" if "condition" in hparams else "operator"
+    if stage == "diffusion" and hparams.get("process") == "flow":
+        stage = "flow"
     dataset = str(hparams.get("dataset", "data"))
     lo, hi = hparams.get("scale_min", 1.0), hparams.get("scale_max", 8.0)
     scales = f"x{lo:g}-{hi:g}"
-    parts = [stage, dataset] + ([str(hparams["condition"])] if stage == "diffusion" else []) + [scales]
+    parts = [stage, dataset] + ([str(hparams["condition"])] if stage != "operator" else []) + [scales]
     return {"name": "-".join(parts), "group": dataset, "tags": parts}

@@ -119,13 +119,15 @@ def sigma_levels(sigma: float, batch: int, device: torch.device) -> Tensor:
     return torch.full((batch,), float(sigma), device=device, dtype=level_dtype(device))
 
 
-def default_noise_sampler(generator: torch.Generator | None) -> NoiseSampler:
+def default_noise_sampler(generator: torch.Generator | None, per_image: bool = False) -> NoiseSampler:
     """N(0, I) like ``x``, drawn in float32 on the generator's device (CPU when none) and then moved, so one seed
-    gives the same noise on any device and dtype."""
+    gives the same noise on any device and dtype; with ``per_image`` one image's draw is shared by the whole
+    batch (so an image's sample does not depend on the batch it is in)."""
 
     def draw(x: Tensor) -> Tensor:
         gen_device = generator.device if generator is not None else "cpu"
-        return torch.randn(tuple(x.shape), generator=generator, device=gen_device).to(x)
+        shape = (1, *x.shape[1:]) if per_image else tuple(x.shape)
+        return torch.randn(shape, generator=generator, device=gen_device).to(x).expand_as(x)
 
     return draw
 

@@ -266,6 +266,7 @@ def iter_samples(
                     eta=float(hp.eta),
                     sampler=sampler,
                     spacing=hp.spacing,
+                    lr_consistency=hp.get("lr_consistency", "none"),
                     seed=seed,
                     condition=cond,
                     tile=tile,

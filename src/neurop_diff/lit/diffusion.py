@@ -11,6 +11,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from neurop_diff.diffusion.consistency import LRConsistency
+from neurop_diff.diffusion.flow import TimeSampling, sample_flow_times
 from neurop_diff.diffusion.ksamplers import Sampler
 from neurop_diff.diffusion.parameterisation import LossWeighting, Prediction
 from neurop_diff.diffusion.sampling import Spacing
@@ -27,7 +29,7 @@ from neurop_diff.evaluation.realism import seed_std
 from neurop_diff.lit.base import SRTask, adam, stepwise
 from neurop_diff.lit.operator import load_operator
 from neurop_diff.models.liif import Operator
-from neurop_diff.models.neuropdiff import Condition, NeurOpDiff, condition_channels
+from neurop_diff.models.neuropdiff import Condition, NeurOpDiff, Process, check_process, condition_channels
 from neurop_diff.models.unet import NoiseEmbedding, UNet
 from neurop_diff.weights.checkpoint import build_operator
 from neurop_diff.weights.checkpoint import operator_args as full_operator_args
@@ -60,6 +62,11 @@ class DiffusionModule(SRTask):
         noise_embedding: how the UNet sees the noise level: `sr3` (a sinusoid of gamma: SR3's and the authors',
             needed for their weights; it barely tells the low-noise levels apart) or `log_sigma` (of EDM's
             c_noise = ln(sigma) / 4, Karras et al. 2022; required by `edm`).
+        process, flow_noise, conditioned, time_sampling: `diffusion` (the paper's) or `flow`: posterior-mean
+            rectified flow (PMRF, Ohayon et al. 2025) from `prior + flow_noise * eps` ([-1, 1] units; PMRF's 0.1 on
+            [0, 1] images is 0.2) to HR, the UNet predicting the velocity (L2: `loss: l2`), its level embedded as
+            `noise_embedding: time`; `conditioned: false` feeds the UNet the path alone (PMRF), true also the
+            prior; training times `uniform` or `logit_normal`. Samplers `euler`, `heun` (`ddim` = Euler).
         base_channels ... dropout: the UNet (defaults: the authors', ~47.5M parameters).
         channels_last: run the UNet in channels_last memory format (faster convolutions on CPU and GPU; 1.15x
             per UNet step on the 2-core CPU with the tuned allocator, 1.5x without: docs/benchmarks.md).
@@ -82,6 +89,8 @@ class DiffusionModule(SRTask):
         samples: samples drawn per image at validation/test/predict (seeds seed..seed+K-1): the first is the
             result, the mean per-pixel std over all K is reported as `seed_std` (SRMetrics; predict: the
             SRPredictionWriter's seed_std.csv).
+        lr_consistency: `project`: every sampling step's clean estimate is projected onto the LR input
+            (`diffusion.consistency`, DDNM-style back-projection), so samples downsample back to their LR.
         clip_denoised: clamp the predicted HR to [-1, 1] at every sampling step (SR3; the authors' code does not).
         seed: seeds the training noise (per rank and batch, see `SRTask`) and the sampling: every image starts
             from `starting_noise(seed)` (so `neurop-diff test`, `predict` and `upscale` give the same sample of an
@@ -93,7 +102,8 @@ class DiffusionModule(SRTask):
     #: `--ckpt_path` keeps the checkpoint's values and another value is an error (neurop_diff.cli).
     ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(
         ("condition", "operator_args", "base_channels", "channel_mults", "res_blocks", "attn_resolutions",
-         "image_size", "norm_groups", "prediction", "residual", "sigma_data", "noise_embedding")
+         "image_size", "norm_groups", "prediction", "residual", "sigma_data", "noise_embedding", "process",
+         "flow_noise", "conditioned")
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +115,10 @@ class DiffusionModule(SRTask):
         residual: bool = False,
         sigma_data: float | None = None,
         noise_embedding: NoiseEmbedding = "sr3",
+        process: Process = "diffusion",
+        flow_noise: float = 0.2,
+        conditioned: bool = True,
+        time_sampling: TimeSampling = "uniform",
         base_channels: int = 64,
         channel_mults: tuple[int, ...] = (1, 2, 2, 4, 4, 8),
         res_blocks: int = 1,
@@ -130,6 +144,7 @@ class DiffusionModule(SRTask):
         eta: float = 0.0,
         spacing: Spacing = "leading",
         samples: int = 1,
+        lr_consistency: LRConsistency = "none",
         clip_denoised: bool = True,
         seed: int = 0,
         chunk_size: int | None = 65536,
@@ -145,6 +160,11 @@ class DiffusionModule(SRTask):
             )
         if not p_std > 0:
             raise ValueError(f"p_std must be > 0 (the std of ln sigma of the training levels), got {p_std!r}")
+        check_process(process, condition, noise_embedding, conditioned, flow_noise)
+        if time_sampling not in TimeSampling.__args__:
+            raise ValueError(f"time_sampling must be one of {TimeSampling.__args__}, got {time_sampling!r}")
+        if lr_consistency not in ("none", "project"):
+            raise ValueError(f"lr_consistency must be 'none' or 'project', got {lr_consistency!r}")
         if samples < 1:
             raise ValueError(
                 f"samples must be >= 1 (samples drawn per image at validation/test), got {samples}"
@@ -168,7 +188,7 @@ class DiffusionModule(SRTask):
         self.save_hyperparameters()
         self.hparams["operator_args"] = operator_args
         unet = UNet(
-            in_channels=3 + condition_channels(condition, operator),
+            in_channels=3 + (condition_channels(condition, operator) if conditioned else 0),
             out_channels=3,
             base_channels=base_channels,
             channel_mults=tuple(channel_mults),
@@ -180,7 +200,7 @@ class DiffusionModule(SRTask):
             channels_last=channels_last,
             noise_embedding=noise_embedding,
         )
-        if residual:
+        if residual or process == "flow":  # the untrained model returns its prior (a flow: its source)
             torch.nn.init.zeros_(unet.out_conv.weight)
             torch.nn.init.zeros_(unet.out_conv.bias)
         self.model = NeurOpDiff(
@@ -193,6 +213,9 @@ class DiffusionModule(SRTask):
             sigma_data=sigma_data,
             clip_denoised=clip_denoised,
             chunk_size=chunk_size,
+            process=process,
+            flow_noise=flow_noise,
+            conditioned=conditioned,
         )
         # The training noise generator, reseeded for every batch (rank, batch count: see SRTask).
         self._generator = torch.Generator().manual_seed(seed)
@@ -233,10 +256,15 @@ class DiffusionModule(SRTask):
         cond, _ = self.condition(lr, tuple(hr.shape[-2:]))
         self._generator.manual_seed(self.training_seed("diffusion"))
         hp = self.hparams
-        gamma = sample_levels(
-            self.schedule, hr.shape[0], hp.level_sampling, p_mean=self.p_mean, p_std=hp.p_std,
-            generator=self._generator, device=hr.device,
-        )  # fmt: skip
+        if hp.process == "flow":  # the flow's level is its time t
+            gamma = sample_flow_times(
+                hr.shape[0], hp.time_sampling, generator=self._generator, device=hr.device
+            )
+        else:
+            gamma = sample_levels(
+                self.schedule, hr.shape[0], hp.level_sampling, p_mean=self.p_mean, p_std=hp.p_std,
+                generator=self._generator, device=hr.device,
+            )  # fmt: skip
         noise = torch.randn(hr.shape, generator=self._generator).to(hr)
         extra = hp.input_perturbation
         input_noise = (
@@ -269,7 +297,7 @@ class DiffusionModule(SRTask):
         draws = [
             self.model.sample(
                 lr, size, steps=hp.sampling_steps, eta=hp.eta, sampler=hp.sampler, spacing=hp.spacing,
-                seed=hp.seed + j, condition=(cond, prior),
+                seed=hp.seed + j, condition=(cond, prior), lr_consistency=hp.lr_consistency,
                 callback=(lambda _: bar.update(1)) if bar is not None else None,
             )
             for j in range(k)

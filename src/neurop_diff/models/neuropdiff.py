@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neurop_diff.diffusion.consistency import LRConsistency, consistent_denoiser
+from neurop_diff.diffusion.flow import FLOW_SAMPLERS, flow_sigmas, flow_source, flow_target
 from neurop_diff.diffusion.ksamplers import Sampler, run_sampler
 from neurop_diff.diffusion.parameterisation import (
     LossWeighting,
@@ -36,7 +38,7 @@ from neurop_diff.diffusion.parameterisation import (
     to_x0,
     training_target,
 )
-from neurop_diff.diffusion.sampling import Spacing, get_sigmas, truncate_sigmas
+from neurop_diff.diffusion.sampling import Spacing, default_noise_sampler, get_sigmas, truncate_sigmas
 from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, sigma_to_gamma
 from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
 
@@ -48,13 +50,17 @@ __all__ = [
     "RESIDUAL_CONDITIONS",
     "Condition",
     "NeurOpDiff",
+    "Process",
     "Sampler",
+    "check_process",
     "condition_channels",
-    "shared_noise",
     "starting_noise",
 ]
 
 Condition = Literal["operator", "bicubic", "encoder", "operator_features"]
+#: The generative process: SR3-style ``diffusion`` from noise, or the posterior-mean rectified ``flow`` from the
+#: prior (``diffusion.flow``).
+Process = Literal["diffusion", "flow"]
 #: Conditions that are an HR image, so the model can diffuse the residual HR - condition.
 RESIDUAL_CONDITIONS = ("operator", "bicubic")
 
@@ -104,6 +110,12 @@ class NeurOpDiff(nn.Module):
         clip_denoised: clamp the predicted clean image to [-1, 1] at every sampling step (SR3 does; the
             authors' sampler does not).
         chunk_size: operator query points evaluated at once (exact; bounds memory).
+        process: ``diffusion`` (the paper's) or ``flow`` (PMRF: from ``prior + flow_noise * eps`` to HR along a
+            straight path, the UNet predicting the velocity; image conditions, the UNet's ``time`` embedding;
+            ``prediction``, ``residual`` and ``schedule`` do not apply).
+        flow_noise: the flow source's noise std in [-1, 1] units (PMRF's 0.1 on [0, 1] images).
+        conditioned: the UNet also sees the condition (``cat[x, condition]``); ``False`` (flow only): x alone,
+            as PMRF.
     """
 
     def __init__(
@@ -118,8 +130,12 @@ class NeurOpDiff(nn.Module):
         sigma_data: float | None = None,
         clip_denoised: bool = True,
         chunk_size: int | None = 65536,
+        process: Process = "diffusion",
+        flow_noise: float = 0.2,
+        conditioned: bool = True,
     ) -> None:
         super().__init__()
+        check_process(process, condition, unet.noise_embedding, conditioned, flow_noise)
         if condition != "bicubic" and operator is None:
             raise ValueError(f"the {condition!r} condition needs the operator")
         if residual and condition not in RESIDUAL_CONDITIONS:
@@ -134,7 +150,7 @@ class NeurOpDiff(nn.Module):
                 "prediction 'edm' needs the UNet's noise_embedding 'log_sigma' (EDM's c_noise = ln(sigma) / 4), "
                 f"got {unet.noise_embedding!r}"
             )
-        expected = 3 + condition_channels(condition, operator)
+        expected = 3 + (condition_channels(condition, operator) if conditioned else 0)
         if unet.in_channels != expected:
             raise ValueError(
                 f"the UNet takes {unet.in_channels} channels, the {condition!r} condition {expected}"
@@ -145,6 +161,7 @@ class NeurOpDiff(nn.Module):
         self.condition_kind, self.prediction, self.residual = condition, prediction, residual
         self.sigma_data = sigma_data
         self.clip_denoised, self.chunk_size = clip_denoised, chunk_size
+        self.process, self.flow_noise, self.conditioned = process, float(flow_noise), conditioned
 
     def train(self, mode: bool = True) -> NeurOpDiff:
         super().train(mode)
@@ -180,7 +197,7 @@ class NeurOpDiff(nn.Module):
     def forward(self, x_t: Tensor, gamma: Tensor, condition: Tensor) -> Tensor:
         """The UNet's raw output for its input ``x_t`` (B, 3, H, W) at SR3 levels gamma (B,): ``cat[x_t,
         condition]`` (the authors'); ``x_t`` is the VP state, or EDM's ``c_in``-scaled state for ``edm``."""
-        return self.unet(torch.cat([x_t, condition], dim=1), gamma)
+        return self.unet(torch.cat([x_t, condition], dim=1) if self.conditioned else x_t, gamma)
 
     def _predict(self, x: Tensor, sigma: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
         """(UNet output, unclamped clean estimate) for the VE state ``x = HR + sigma eps`` at VE levels (B,).
@@ -190,6 +207,9 @@ class NeurOpDiff(nn.Module):
         embedding. The others see SR3's VP state ``gamma x`` and their output is converted by ``to_x0``.
         """
         s = sigma.to(torch.float32 if x.device.type == "mps" else torch.float64)
+        if self.process == "flow":  # sigma = 1 - t (diffusion.flow): D = x + sigma v
+            out = self(x, 1 - s, condition)
+            return out, x + s.view(-1, 1, 1, 1).to(x.dtype) * out
         g = sigma_to_gamma(s)
         base = condition if self.residual else None
         if self.prediction == "edm":
@@ -223,11 +243,22 @@ class NeurOpDiff(nn.Module):
         weighting: LossWeighting = "none",
         input_noise: Tensor | None = None,
     ) -> Tensor:
-        """Loss of one training batch: HR (B,3,H,W) noised to SR3 levels ``gamma`` (B,) with ``noise``; the UNet
+        """Loss of one training batch: HR (B,3,H,W) noised to SR3 levels ``gamma`` (B,) with ``noise`` (a flow:
+        ``gamma`` is its time t, the path runs from ``condition + flow_noise * noise``; the loss is on the
+        velocity, unweighted); the UNet
         output is compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2,
         weighted per item (``loss_weight``). ``input_noise``: the noise in the UNet's input instead of ``noise``
         (input perturbation, Ning et al. 2023): an eps model keeps ``noise`` as its target (DDPM-IP's
         definition); the other targets are those of the input actually seen, so that they still imply HR."""
+        if (
+            self.process == "flow"
+        ):  # gamma is the flow's time t (B,): x_t = t HR + (1 - t) x_src, target HR - x_src
+            source = flow_source(condition, noise, self.flow_noise)
+            t = gamma.view(-1, 1, 1, 1).to(hr.dtype)
+            out = self(t * hr + (1 - t) * source, gamma, condition)
+            err = out - flow_target(hr, source)
+            per_item = (err.abs() if loss == "l1" else err.square()).flatten(1).mean(1)
+            return per_item.mean()
         seen = noise if input_noise is None else input_noise
         sigma = gamma_to_sigma(gamma.to(torch.float32 if hr.device.type == "mps" else torch.float64))
         x = hr + sigma.view(-1, 1, 1, 1).to(hr.dtype) * seen
@@ -260,6 +291,7 @@ class NeurOpDiff(nn.Module):
         callback: Callable[[dict[str, Any]], None] | None = None,
         on_tiles: Callable[[int], None] | None = None,
         strength: float = 1.0,
+        lr_consistency: LRConsistency = "none",
     ) -> Tensor:
         """An HR sample (B, 3, H, W) in [-1, 1] for ``lr`` (B, 3, h, w) at ``size`` = (H, W).
 
@@ -273,6 +305,9 @@ class NeurOpDiff(nn.Module):
         precomputed ``self.condition(lr, size)``. ``tile``: evaluate the UNet on overlapping tiles of ``tile`` HR
         pixels (overlap default ``tile // 4``) blended at every step; None samples the whole canvas at once.
         ``callback`` gets the sampler's per-step info, ``on_tiles(n)`` the number of tiles evaluated.
+        ``lr_consistency='project'``: every step's clean estimate is projected onto the LR
+        (``diffusion.consistency``; DDNM, Wang et al. 2023). A flow (``process``) starts from ``cond + flow_noise
+        x_T`` and runs ``steps`` uniform time steps with ``euler``/``heun`` (``ddim`` = Euler).
         """
         h, w = int(size[0]), int(size[1])
         cond, _ = condition if condition is not None else self.condition(lr, (h, w), with_prior=False)
@@ -291,34 +326,68 @@ class NeurOpDiff(nn.Module):
             raise ValueError(
                 f"x_T has shape {tuple(x_T.shape)}, expected (1 or {lr.shape[0]}, 3, {hp}, {wp}): the padded canvas"
             )
-        sigmas = self.sigmas(sampler, steps, spacing)
-        x = x_T.to(cond).expand(lr.shape[0], -1, -1, -1) * (1 + sigmas[0] ** 2).sqrt().item()
+        sigmas = self.sigmas(sampler, steps, spacing, eta)
+        x, sigmas = self._start(x_T.to(cond), cond, sigmas, strength, lr.shape[0])
+        denoiser = tiled_denoiser(self.denoised, grid, tile_batch=tile_batch, on_tiles=on_tiles)
+        if lr_consistency == "project":
+            denoiser = consistent_denoiser(denoiser, lr.to(cond), (h, w))
+        elif lr_consistency != "none":
+            raise ValueError(f"lr_consistency must be 'none' or 'project', got {lr_consistency!r}")
+        x = run_sampler(
+            sampler, denoiser, x, sigmas, condition=cond, eta=eta, callback=callback,
+            noise_sampler=default_noise_sampler(generator, per_image=x_T.shape[0] == 1),
+        )  # fmt: skip
+        return x[..., :h, :w].clamp(-1.0, 1.0)
+
+    def _start(
+        self, x_T: Tensor, cond: Tensor, sigmas: Tensor, strength: float, batch: int
+    ) -> tuple[Tensor, Tensor]:
+        """The sampler's first state and grid: a flow's source ``cond + flow_noise x_T``; diffusion's VE state
+        ``x_T / gamma_0``, or with ``strength < 1`` the condition noised to the truncated grid's first level."""
+        if self.process == "flow":
+            if strength < 1.0:
+                raise ValueError(
+                    "strength < 1 is for process 'diffusion'; a flow starts from its prior already"
+                )
+            return flow_source(cond, x_T, self.flow_noise).expand(batch, -1, -1, -1), sigmas
         if strength < 1.0:
             if self.condition_kind not in RESIDUAL_CONDITIONS:
                 raise ValueError("strength < 1 needs an image condition (operator, bicubic)")
             sigmas = truncate_sigmas(sigmas, strength)
-            x = cond + float(sigmas[0]) * x_T.to(cond)  # the VP cond noised to gamma, in VE units
-        denoiser = tiled_denoiser(self.denoised, grid, tile_batch=tile_batch, on_tiles=on_tiles)
-        x = run_sampler(
-            sampler, denoiser, x, sigmas, condition=cond, eta=eta, callback=callback,
-            noise_sampler=shared_noise(generator, per_image=x_T.shape[0] == 1),
-        )  # fmt: skip
-        return x[..., :h, :w].clamp(-1.0, 1.0)
+            return cond + float(sigmas[0]) * x_T, sigmas  # the VP cond noised to gamma, in VE units
+        return x_T.expand(batch, -1, -1, -1) * (1 + sigmas[0] ** 2).sqrt().item(), sigmas
 
-    def sigmas(self, sampler: Sampler, steps: int, spacing: Spacing = "leading") -> Tensor:
-        """The VE level grid a run of ``sampler`` visits: ``steps`` levels (``ddpm``: all T), then 0."""
+    def sigmas(self, sampler: Sampler, steps: int, spacing: Spacing = "leading", eta: float = 0.0) -> Tensor:
+        """The level grid a run of ``sampler`` visits: ``steps`` VE levels (``ddpm``: all T), then 0; a flow's
+        ``1 - t`` over ``steps`` uniform time steps (``spacing`` does not apply)."""
+        if self.process == "flow":
+            if sampler not in FLOW_SAMPLERS or eta:
+                raise ValueError(
+                    f"a flow samples with {FLOW_SAMPLERS} (deterministic, eta 0), got {sampler!r} with eta {eta}"
+                )
+            return flow_sigmas(steps)
         if sampler == "ddpm":
             return get_sigmas(self.schedule, self.schedule.T, "leading")
         return get_sigmas(self.schedule, steps, spacing)
 
 
-def shared_noise(generator: torch.Generator | None, per_image: bool) -> Callable[[Tensor], Tensor]:
-    """A sampler's step-noise source: N(0, I) like ``x`` from ``generator`` (float32 on its device, then moved);
-    with ``per_image`` one image's draw shared by the whole batch (the seeding rule of :func:`starting_noise`)."""
-
-    def draw(x: Tensor) -> Tensor:
-        gen_device = generator.device if generator is not None else "cpu"
-        shape = (1, *x.shape[1:]) if per_image else tuple(x.shape)
-        return torch.randn(shape, generator=generator, device=gen_device).to(x).expand_as(x)
-
-    return draw
+def check_process(process: str, condition: str, embedding: str, conditioned: bool, flow_noise: float) -> None:
+    """A ValueError naming the option when a process cannot run with the others."""
+    if process not in Process.__args__:
+        raise ValueError(f"process must be one of {Process.__args__}, got {process!r}")
+    if process == "diffusion":
+        if not conditioned:
+            raise ValueError("conditioned: false is for process 'flow' (diffusion needs its condition)")
+        if embedding == "time":
+            raise ValueError("noise_embedding 'time' is the flow's; diffusion uses 'sr3' or 'log_sigma'")
+        return
+    if condition not in RESIDUAL_CONDITIONS:
+        raise ValueError(
+            f"process 'flow' starts from an image condition {RESIDUAL_CONDITIONS}, got {condition!r}"
+        )
+    if embedding != "time":
+        raise ValueError(f"process 'flow' needs the UNet's noise_embedding 'time' (its t), got {embedding!r}")
+    if not flow_noise >= 0:
+        raise ValueError(
+            f"flow_noise must be >= 0 (the source's noise std in [-1, 1] units), got {flow_noise!r}"
+        )

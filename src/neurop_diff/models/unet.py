@@ -38,11 +38,13 @@ __all__ = [
 ]
 
 
-NoiseEmbedding = Literal["sr3", "log_sigma"]
+NoiseEmbedding = Literal["sr3", "log_sigma", "time"]
 #: ``log_sigma`` feeds ``LOG_SIGMA_SCALE * ln(sigma) / 4`` to the sinusoid: over SR3's linear schedule (VE sigma
 #: 0.001 .. 148) that spans about -430 .. 310, the range DDPM's timestep embedding covers (0 .. 1000), so every
 #: frequency from 1e-4 to 1 is used.
 LOG_SIGMA_SCALE = 250.0
+#: ``time`` (the flow's level t in [0, 1]) feeds ``FLOW_TIME_SCALE * t``, as DDPM's timesteps 0 .. 1000.
+FLOW_TIME_SCALE = 1000.0
 #: The VE level below which ``log_sigma`` embeddings coincide (gamma = 1 would give ln 0).
 SIGMA_FLOOR = 1e-4
 
@@ -63,7 +65,8 @@ class NoiseLevelEncoding(nn.Module):
 
     ``kind='sr3'``: ``c = gamma`` (SR3's PositionalEncoding, the authors'; levels with gamma near 1, i.e. all of
     the low-noise range, get nearly the same embedding). ``kind='log_sigma'``: ``c = LOG_SIGMA_SCALE * ln(sigma)
-    / 4`` (EDM's c_noise, Karras et al. 2022), which tells every level apart. Computed outside any autocast in
+    / 4`` (EDM's c_noise, Karras et al. 2022), which tells every level apart. ``kind='time'``: ``c = 1000 t`` for
+    a flow's time t in [0, 1] (``diffusion.flow``). Computed outside any autocast in
     the levels' precision, at least float32.
     """
 
@@ -77,7 +80,10 @@ class NoiseLevelEncoding(nn.Module):
 
     def forward(self, gamma: Tensor) -> Tensor:
         with torch.autocast(gamma.device.type, enabled=False):
-            c = c_noise(gamma) * LOG_SIGMA_SCALE if self.kind == "log_sigma" else gamma
+            if self.kind == "log_sigma":
+                c = c_noise(gamma) * LOG_SIGMA_SCALE
+            else:
+                c = gamma * FLOW_TIME_SCALE if self.kind == "time" else gamma
             if not c.is_floating_point() or c.element_size() < 4:
                 c = c.float()
             count = self.dim // 2
@@ -167,8 +173,9 @@ class UNet(nn.Module):
         dropout: dropout in the second conv block of every residual block.
         channels_last: convert the weights and the input to channels_last (faster convs on CPU).
         checkpoint: recompute residual blocks in backward (activation checkpointing) while training.
-        noise_embedding: ``sr3`` (the sinusoid of gamma: SR3's and the authors') or ``log_sigma`` (of EDM's
-            ``ln(sigma) / 4``, which tells the low-noise levels apart; :class:`NoiseLevelEncoding`).
+        noise_embedding: ``sr3`` (the sinusoid of gamma: SR3's and the authors'), ``log_sigma`` (of EDM's
+            ``ln(sigma) / 4``, which tells the low-noise levels apart) or ``time`` (a flow's t; the level the UNet
+            is given is then t): :class:`NoiseLevelEncoding`.
     """
 
     def __init__(
