@@ -10,7 +10,7 @@ UNet: `configs/diffusion_small.yaml`, batch 8, EMA 0.99), each variant is traine
 same number of optimizer steps (given in steps so the result does not depend on the machine's load; the seconds
 per step are printed). A checkpoint (EMA weights) is kept every `--eval-every` steps. The eval phase samples every
 checkpoint on `--val-images` val images at x2, x4, x8 with DDIM (trailing spacing unless the variant says
-otherwise) at each of `--ddim-steps`, from the same seeded noise, and measures PSNR and SSIM (RGB, no crop, 8-bit
+otherwise) at each of `--ddim-steps` (a flow: Euler at each of `--flow-steps`), from the same seeded noise, and measures PSNR and SSIM (RGB, no crop, 8-bit
 quantised), LR-PSNR, SWD of Laplacian patches (l0..l2, x1e3) and LSD-hi (evaluation/realism.py), with bicubic and
 the operator beside them, plus the seed spread (`--seeds` samples) at the last checkpoint. Two training processes
 of one thread each can run side by side (`--threads 1`); every phase writes into `--out`.
@@ -19,6 +19,7 @@ of one thread each can run side by side (`--threads 1`); every phase writes into
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,11 +45,23 @@ VARIANTS = {
     # Before this work: SR3's gamma embedding and leading spacing.
     "x0_res_old": {"prediction": "x0", "residual": True, "noise_embedding": "sr3", "level_sampling": "sr3",
                    "spacing": "leading"},
+    # Posterior-mean rectified flow (configs/flow_small.yaml): conditioned on the prior or not, two source noises.
+    "flow": {"process": "flow"},
+    "flow_s0.1": {"process": "flow", "flow_noise": 0.1},
+    "flow_uncond": {"process": "flow", "conditioned": False},
 }  # fmt: skip
+FLOW = {"noise_embedding": "time", "loss": "l2", "sampler": "euler", "flow_noise": 0.2, "conditioned": True}
 
 
 def options(name: str) -> dict:
+    """The variant's DiffusionModule options (its process's defaults under its own)."""
+    if VARIANTS[name].get("process") == "flow":
+        return {**FLOW, **VARIANTS[name]}
     return {**CORE, **VARIANTS[name]}
+
+
+def is_flow(name: str) -> bool:
+    return VARIANTS[name].get("process") == "flow"
 
 
 def data_args(args: argparse.Namespace) -> list[str]:
@@ -77,10 +90,11 @@ def train_operator(args: argparse.Namespace) -> Path:
 def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
     """Fits one variant (a checkpoint every `eval_every` steps); returns the seconds per step of the fit."""
     opts = [f"--model.init_args.{k}={str(v).lower()}" for k, v in options(name).items()]
+    config = "flow_small.yaml" if is_flow(name) else "diffusion_small.yaml"
     start = time.perf_counter()
     neurop_diff([
-        "fit", "--config", str(Path(args.configs) / "diffusion_small.yaml"), *data_args(args), *opts,
-        f"--model.init_args.operator_ckpt={operator}", "--model.init_args.sampling_steps=20",
+        "fit", "--config", str(Path(args.configs) / config), *data_args(args), *opts,
+        f"--model.init_args.operator_ckpt={operator}",
         f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.eval_every}",
         f"--trainer.logger.init_args.save_dir={args.out}", "--trainer.logger.init_args.name=diffusion",
         f"--trainer.logger.init_args.version={name}", "--trainer.enable_progress_bar=false",
@@ -146,8 +160,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             if key in results["runs"]:
                 continue
             model = DiffusionModule.load_from_checkpoint(ckpt, map_location="cpu").eval().model
-            spacing = options(name)["spacing"]
-            row: dict = {}
+            sampler, spacing = ("euler", "leading") if is_flow(name) else ("ddim", options(name)["spacing"])
+            counts = args.flow_steps if is_flow(name) else args.ddim_steps
+            row: dict = {"sampler": sampler}
             for s, batch in batches.items():
                 size = tuple(batch["hr"].shape[-2:])
                 cond = model.condition(batch["lr"], size)
@@ -155,35 +170,53 @@ def evaluate(args: argparse.Namespace) -> dict:
                     bic = torch.nn.functional.interpolate(batch["lr"], size=size, mode="bicubic").clamp(-1, 1)
                     results["refs"][f"x{s}"] = {"bicubic": measures(bic, batch, s),
                                                 "operator": measures(cond[1], batch, s)}  # fmt: skip
-                for k in args.ddim_steps:
-                    t = time.perf_counter()
-                    sr = model.sample(batch["lr"], size, steps=k, spacing=spacing, seed=0, condition=cond)
-                    row[f"x{s}_ddim{k}"] = {**measures(sr, batch, s), "s_per_image": (time.perf_counter() - t)
-                                            / len(sr)}  # fmt: skip
-                if ckpt == ckpts[-1] and args.seeds > 1:
-                    from neurop_diff.evaluation.realism import seed_std
 
-                    k = max(args.ddim_steps)
-                    draws = [model.sample(batch["lr"], size, steps=k, spacing=spacing, seed=j, condition=cond)
-                             for j in range(args.seeds)]  # fmt: skip
-                    row[f"x{s}_seed_std"] = float(seed_std(torch.stack(draws)).mean())
+                kw = {"sampler": sampler, "spacing": spacing, "condition": cond}
+                draw = functools.partial(model.sample, batch["lr"], size, **kw)
+
+                for k in counts:
+                    t = time.perf_counter()
+                    sr = draw(steps=k, seed=0)
+                    row[f"x{s}_k{k}"] = {
+                        **measures(sr, batch, s),
+                        "s_per_image": (time.perf_counter() - t) / len(sr),
+                    }
+                if ckpt == ckpts[-1]:
+                    k = curve_steps(counts)
+                    if args.project:
+                        t = time.perf_counter()
+                        sr = draw(steps=k, seed=0, lr_consistency="project")
+                        row[f"x{s}_k{k}_project"] = {**measures(sr, batch, s),
+                                                      "s_per_image": (time.perf_counter() - t) / len(sr)}  # fmt: skip
+                    if args.seeds > 1:
+                        from neurop_diff.evaluation.realism import seed_std
+
+                        draws = [draw(steps=k, seed=j) for j in range(args.seeds)]
+                        row[f"x{s}_seed_std"] = float(seed_std(torch.stack(draws)).mean())
             results["runs"][key] = row
             path.write_text(json.dumps(results, indent=1))
-            print(f"evaluated {key}: " + ", ".join(
-                f"x{s} PSNR {row[f'x{s}_ddim{max(args.ddim_steps)}']['psnr']:.2f}" for s in SCALES))  # fmt: skip
+            k = curve_steps(counts)
+            print(
+                f"evaluated {key}: " + ", ".join(f"x{s} PSNR {row[f'x{s}_k{k}']['psnr']:.2f}" for s in SCALES)
+            )
     return results
+
+
+def curve_steps(counts: list[int]) -> int:
+    """The sampler length of the curves: the longest evaluated one up to 20 network calls."""
+    return max([k for k in counts if k <= 20] or counts)
 
 
 def report(args: argparse.Namespace, results: dict) -> str:
     refs, runs = results["refs"], results["runs"]
-    k = max(args.ddim_steps)
     lines = [
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}.",
-        f"{args.val_images} val images per scale (96 px RSSCN7), DDIM from seed 0, metrics RGB / no crop / 8-bit.",
+        f"{args.val_images} val images per scale (96 px RSSCN7), seed 0, metrics RGB / no crop / 8-bit; "
+        "K = network calls (DDIM steps, Euler steps); `+proj`: LR consistency (project).",
         "",
-        "| variant | step | DDIM | PSNR x2 / x4 / x8 | LR-PSNR x2 / x4 / x8 | SWD-l0 x2 / x4 / x8 | LSD-hi x2 / x4 / x8 "
-        "| SWD-l0 / LSD-hi vs operator, x4 |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- |",
+        "| variant | step | K | PSNR x2 / x4 / x8 | LR-PSNR x2 / x4 / x8 | SWD-l0 x2 / x4 / x8 | LSD-hi x2 / x4 / x8 "
+        "| SWD-l0 / LSD-hi vs operator, x4 | s / image, x4 |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |",
     ]  # fmt: skip
 
     def cells(get) -> list[str]:
@@ -192,25 +225,39 @@ def report(args: argparse.Namespace, results: dict) -> str:
 
     for ref in ("bicubic", "operator"):
         lines.append(
-            f"| {ref} | | | " + " | ".join(cells(lambda s, m, ref=ref: refs[f"x{s}"][ref][m])) + " | |"
+            f"| {ref} | | | " + " | ".join(cells(lambda s, m, ref=ref: refs[f"x{s}"][ref][m])) + " | | |"
         )
+    o4 = refs["x4"]["operator"]
     for key, row in runs.items():
         name, step = key.split("@")
-        for n in args.ddim_steps:
-            if f"x2_ddim{n}" not in row:
-                continue
-            r4 = row[f"x4_ddim{n}"]
-            o4 = refs["x4"]["operator"]
+        for col in sorted({c.split("_", 1)[1] for c in row if c.startswith("x2_k")}, key=_k_order):
+            r4 = row[f"x4_{col}"]
             rel = f"{r4['swd_l0'] / o4['swd_l0']:.2f}x / {r4['lsd_hi'] / o4['lsd_hi']:.2f}x"
+            label = col.removeprefix("k").replace("_project", " +proj")
             lines.append(
-                f"| {name} | {step} | {n} | " + " | ".join(cells(lambda s, m, row=row, n=n: row[f"x{s}_ddim{n}"][m]))
-                + f" | {rel} |"
+                f"| {name} | {step} | {label} | "
+                + " | ".join(cells(lambda s, m, row=row, col=col: row[f"x{s}_{col}"][m]))
+                + f" | {rel} | {r4['s_per_image']:.2f} |"
             )  # fmt: skip
-    lines += ["", f"Seed spread (mean per-pixel std over {args.seeds} seeds, DDIM {k}, last checkpoint):", ""]
+    lines += [
+        "",
+        f"Seed spread (mean per-pixel std over {args.seeds} seeds, [0, 1] units, last checkpoint):",
+        "",
+    ]
     for key, row in runs.items():
         if "x2_seed_std" in row:
             lines.append(f"- {key}: " + ", ".join(f"x{s} {row[f'x{s}_seed_std']:.4f}" for s in SCALES))
     return "\n".join(lines)
+
+
+def _k_order(col: str) -> tuple[int, int]:
+    return int(col.removeprefix("k").split("_")[0]), col.endswith("_project")
+
+
+def _curve_key(row: dict) -> str:
+    return (
+        f"k{curve_steps([int(c.split('_k')[1]) for c in row if c.startswith('x2_k') and 'project' not in c])}"
+    )
 
 
 def figure(args: argparse.Namespace, results: dict, path: Path) -> None:
@@ -220,30 +267,30 @@ def figure(args: argparse.Namespace, results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     refs, runs = results["refs"], results["runs"]
-    k = max(args.ddim_steps)
     fig, axes = plt.subplots(3, len(SCALES), figsize=(4.4 * len(SCALES), 10), squeeze=False)
     names = sorted({key.split("@")[0] for key in runs})
     for j, s in enumerate(SCALES):
         for i, metric in enumerate(("psnr", "swd_l0")):
             ax = axes[i][j]
             for name in names:
-                pts = sorted((int(key.split("@")[1]), row[f"x{s}_ddim{k}"][metric])
+                pts = sorted((int(key.split("@")[1]), row[f"x{s}_{_curve_key(row)}"][metric])
                              for key, row in runs.items() if key.split("@")[0] == name)  # fmt: skip
                 ax.plot(*zip(*pts, strict=True), marker="o", label=name)
             for ref, style in (("bicubic", ":"), ("operator", "--")):
                 ax.axhline(refs[f"x{s}"][ref][metric], color="k", ls=style, lw=1, label=ref)
-            ax.set_title(f"{'PSNR (dB)' if metric == 'psnr' else 'SWD-l0 (x1e3)'} x{s}, DDIM {k}")
+            ax.set_title(f"{'PSNR (dB)' if metric == 'psnr' else 'SWD-l0 (x1e3)'} x{s}, DDIM 20 / Euler 16")
             ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
         ax = axes[2][j]  # perception-distortion plane at the last checkpoint of each variant
         for name in names:
             last = max((key for key in runs if key.split("@")[0] == name), key=lambda q: int(q.split("@")[1]))
-            pts = [(runs[last][f"x{s}_ddim{n}"]["swd_l0"], runs[last][f"x{s}_ddim{n}"]["psnr"])
-                   for n in args.ddim_steps if f"x{s}_ddim{n}" in runs[last]]  # fmt: skip
+            cols = sorted((c.split("_", 1)[1] for c in runs[last] if c.startswith(f"x{s}_k")), key=_k_order)
+            pts = [(runs[last][f"x{s}_{c}"]["swd_l0"], runs[last][f"x{s}_{c}"]["psnr"]) for c in cols
+                   if "project" not in c]  # fmt: skip
             ax.plot(
                 *zip(*pts, strict=True),
                 marker="o",
-                label=f"{name} (DDIM {'/'.join(map(str, args.ddim_steps))})",
+                label=f"{name} (K = {', '.join(c[1:] for c in cols if 'project' not in c)})",
             )
         for ref, mk in (("bicubic", "s"), ("operator", "D")):
             ax.scatter(
@@ -271,7 +318,13 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["eps", "x0_res", "v_res", "edm_res"],
                         choices=list(VARIANTS))  # fmt: skip
     parser.add_argument("--val-images", type=int, default=32)
-    parser.add_argument("--ddim-steps", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument(
+        "--ddim-steps", type=int, nargs="+", default=[1, 5, 20], help="diffusion: DDIM lengths"
+    )
+    parser.add_argument(
+        "--flow-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="flow: Euler lengths"
+    )
+    parser.add_argument("--project", action="store_true", help="also sample with LR consistency (last step)")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (two 1-thread runs side by side)"
