@@ -31,14 +31,15 @@ echo "== [1/3] operator (SRNO), ${OPERATOR_STEPS:-600} steps on $DATA ($DATASET)
 OPERATOR_CKPT="$OUT/operator/$RUN/checkpoints/last.ckpt"
 
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-400}
-echo "== [2/3] diffusion (NeurOp-Diff: x0 residual over the operator's prior, configs/diffusion_small.yaml)," \
+echo "== [2/3] diffusion (NeurOp-Diff: x0 residual over the operator's prior, log-sigma levels, configs/diffusion_small.yaml)," \
   "$DIFFUSION_STEPS steps, validated every $((DIFFUSION_STEPS / 4)), guided by $OPERATOR_CKPT"
 "$NEUROP_DIFF" fit --config configs/diffusion_small.yaml "${DATA_ARGS[@]}" "${LOG_ARGS[@]}" \
   --model.init_args.operator_ckpt "$OPERATOR_CKPT" \
   --trainer.max_steps "$DIFFUSION_STEPS" --trainer.val_check_interval "$((DIFFUSION_STEPS / 4))" \
   --model.init_args.sampling_steps "${SAMPLING_STEPS:-20}"
-# Model selection on the val split (best val PSNR), evaluated on the test split.
-DIFFUSION_CKPT="$OUT/diffusion/$RUN/checkpoints/best.ckpt"
+# The final state (EMA weights) is tested: selecting on val PSNR would pick the most prior-like checkpoint, since PSNR
+# favours the blurry posterior mean (Blau & Michaeli 2018); the closing table weighs realism and consistency too.
+DIFFUSION_CKPT="$OUT/diffusion/$RUN/checkpoints/last.ckpt"
 
 echo "== [3/3] test at x2..x10 (x9, x10 out of distribution)"
 "$NEUROP_DIFF" test --config configs/diffusion_small.yaml "${DATA_ARGS[@]}" \

@@ -279,11 +279,7 @@ def plot_metrics_vs_scale(
         axes[-1].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_perception_distortion(
@@ -319,6 +315,13 @@ def plot_perception_distortion(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    """Lays out, writes (creating the folder) and closes a matplotlib figure; returns its path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
