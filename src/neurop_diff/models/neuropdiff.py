@@ -243,16 +243,14 @@ class NeurOpDiff(nn.Module):
         weighting: LossWeighting = "none",
         input_noise: Tensor | None = None,
     ) -> Tensor:
-        """Loss of one training batch: HR (B,3,H,W) noised to SR3 levels ``gamma`` (B,) with ``noise`` (a flow:
-        ``gamma`` is its time t, the path runs from ``condition + flow_noise * noise``; the loss is on the
-        velocity, unweighted); the UNet
+        """Loss of one training batch: HR (B,3,H,W) noised to SR3 levels ``gamma`` (B,) with ``noise``; the UNet
         output is compared with its target (``diffusion.parameterisation.training_target``), L1 (paper) or L2,
-        weighted per item (``loss_weight``). ``input_noise``: the noise in the UNet's input instead of ``noise``
-        (input perturbation, Ning et al. 2023): an eps model keeps ``noise`` as its target (DDPM-IP's
-        definition); the other targets are those of the input actually seen, so that they still imply HR."""
-        if (
-            self.process == "flow"
-        ):  # gamma is the flow's time t (B,): x_t = t HR + (1 - t) x_src, target HR - x_src
+        weighted per item (``loss_weight``). A flow: ``gamma`` is its time t, the path runs from ``condition +
+        flow_noise * noise`` to HR, the loss is on the velocity (unweighted). ``input_noise``: the noise in the
+        UNet's input instead of ``noise`` (input perturbation, Ning et al. 2023): an eps model keeps ``noise`` as
+        its target (DDPM-IP's definition); the other targets are those of the input actually seen, so that they
+        still imply HR."""
+        if self.process == "flow":  # gamma is the flow's t: x_t = t HR + (1 - t) x_src, target HR - x_src
             source = flow_source(condition, noise, self.flow_noise)
             t = gamma.view(-1, 1, 1, 1).to(hr.dtype)
             out = self(t * hr + (1 - t) * source, gamma, condition)
