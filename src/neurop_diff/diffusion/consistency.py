@@ -42,6 +42,8 @@ def project_to_lr(x0: Tensor, lr: Tensor, size: tuple[int, int], iters: int = 4)
         region = (region + F.interpolate(error, size=(h, w), mode="bilinear", align_corners=False)).clamp(
             -1, 1
         )
+    if tuple(x0.shape[-2:]) == (h, w):  # no padding to keep: no copy of the canvas per step
+        return region.to(x0.dtype)
     out = x0.clone()
     out[..., :h, :w] = region.to(x0.dtype)
     return out

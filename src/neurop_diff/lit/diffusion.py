@@ -163,8 +163,10 @@ class DiffusionModule(SRTask):
         check_process(process, condition, noise_embedding, conditioned, flow_noise)
         if time_sampling not in TimeSampling.__args__:
             raise ValueError(f"time_sampling must be one of {TimeSampling.__args__}, got {time_sampling!r}")
-        if lr_consistency not in ("none", "project"):
-            raise ValueError(f"lr_consistency must be 'none' or 'project', got {lr_consistency!r}")
+        if lr_consistency not in LRConsistency.__args__:
+            raise ValueError(
+                f"lr_consistency must be one of {LRConsistency.__args__}, got {lr_consistency!r}"
+            )
         if samples < 1:
             raise ValueError(
                 f"samples must be >= 1 (samples drawn per image at validation/test), got {samples}"

@@ -39,7 +39,7 @@ from neurop_diff.diffusion.parameterisation import (
     training_target,
 )
 from neurop_diff.diffusion.sampling import Spacing, default_noise_sampler, get_sigmas, truncate_sigmas
-from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, sigma_to_gamma
+from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, level_dtype, sigma_to_gamma
 from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
 
 from .liif import Operator
@@ -206,7 +206,7 @@ class NeurOpDiff(nn.Module):
         base`` (base: the condition with ``residual``, else 0), ``c_noise`` being the UNet's ``log_sigma``
         embedding. The others see SR3's VP state ``gamma x`` and their output is converted by ``to_x0``.
         """
-        s = sigma.to(torch.float32 if x.device.type == "mps" else torch.float64)
+        s = sigma.to(level_dtype(x.device))
         if self.process == "flow":  # sigma = 1 - t (diffusion.flow): D = x + sigma v
             out = self(x, 1 - s, condition)
             return out, x + s.view(-1, 1, 1, 1).to(x.dtype) * out
@@ -258,7 +258,7 @@ class NeurOpDiff(nn.Module):
             per_item = (err.abs() if loss == "l1" else err.square()).flatten(1).mean(1)
             return per_item.mean()
         seen = noise if input_noise is None else input_noise
-        sigma = gamma_to_sigma(gamma.to(torch.float32 if hr.device.type == "mps" else torch.float64))
+        sigma = gamma_to_sigma(gamma.to(level_dtype(hr.device)))
         x = hr + sigma.view(-1, 1, 1, 1).to(hr.dtype) * seen
         out, _ = self._predict(x, sigma, condition)
         clean = hr - condition if self.residual else hr

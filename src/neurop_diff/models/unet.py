@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from neurop_diff.diffusion.schedule import gamma_to_sigma, level_dtype
+
 from .dropout import Dropout
 
 __all__ = [
@@ -51,11 +53,9 @@ SIGMA_FLOOR = 1e-4
 
 def c_noise(gamma: Tensor) -> Tensor:
     """EDM's noise input ``ln(sigma) / 4`` (Karras et al. 2022, Table 1) for SR3 levels ``gamma`` (B,), with the VE
-    level ``sigma = sqrt(1 - gamma^2) / gamma`` floored at ``SIGMA_FLOOR``; float64 (float32 on MPS) so that the
-    levels near gamma = 1 stay apart."""
-    dtype = torch.float32 if gamma.device.type == "mps" else torch.float64
-    g = gamma.to(dtype)
-    sigma = (1 - g * g).clamp_min(0).sqrt() / g
+    level ``sigma`` (``diffusion.schedule.gamma_to_sigma``) floored at ``SIGMA_FLOOR``; in ``level_dtype``
+    (float64 but on MPS) so that the levels near gamma = 1 stay apart."""
+    sigma = gamma_to_sigma(gamma.to(level_dtype(gamma.device)))
     return sigma.clamp_min(SIGMA_FLOOR).log() / 4
 
 
