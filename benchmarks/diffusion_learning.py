@@ -101,6 +101,7 @@ def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.filename={step}", "--trainer.callbacks.save_top_k=-1",
         f"--trainer.callbacks.every_n_train_steps={args.eval_every}",
+        "--ckpt_path=last",  # a longer budget continues the run's last.ckpt (none: from scratch)
     ])  # fmt: skip
     return (time.perf_counter() - start) / args.steps
 
@@ -146,6 +147,8 @@ def measures(sr: torch.Tensor, batch: dict, scale: float) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(args: argparse.Namespace) -> dict:
+    """Measures every checkpoint of every variant into `--out/eval.json`, computing only what is missing (a
+    longer run or a new sampler length adds columns to the rows already there)."""
     from neurop_diff.lit import DiffusionModule
 
     batches = val_batches(args)
@@ -157,49 +160,75 @@ def evaluate(args: argparse.Namespace) -> dict:
         for ckpt in ckpts:
             step = int(ckpt.stem.split("=")[1].split("-")[0])
             key = f"{name}@{step}"
-            if key in results["runs"]:
+            row: dict = results["runs"].setdefault(key, {})
+            full = step in args.full_at or (not args.full_at and ckpt == ckpts[-1])
+            todo = columns(args, name, full)
+            if all(f"x{SCALES[-1]}_{c}" in row for c in todo):
                 continue
             model = DiffusionModule.load_from_checkpoint(ckpt, map_location="cpu").eval().model
-            sampler, spacing = ("euler", "leading") if is_flow(name) else ("ddim", options(name)["spacing"])
-            counts = args.flow_steps if is_flow(name) else args.ddim_steps
-            row: dict = {"sampler": sampler}
+            row["sampler"] = "euler" if is_flow(name) else "ddim"
             for s, batch in batches.items():
-                size = tuple(batch["hr"].shape[-2:])
-                cond = model.condition(batch["lr"], size)
-                if not results["refs"].get(f"x{s}"):
-                    bic = torch.nn.functional.interpolate(batch["lr"], size=size, mode="bicubic").clamp(-1, 1)
-                    results["refs"][f"x{s}"] = {"bicubic": measures(bic, batch, s),
-                                                "operator": measures(cond[1], batch, s)}  # fmt: skip
-
-                kw = {"sampler": sampler, "spacing": spacing, "condition": cond}
-                draw = functools.partial(model.sample, batch["lr"], size, **kw)
-
-                for k in counts:
-                    t = time.perf_counter()
-                    sr = draw(steps=k, seed=0)
-                    row[f"x{s}_k{k}"] = {
-                        **measures(sr, batch, s),
-                        "s_per_image": (time.perf_counter() - t) / len(sr),
-                    }
-                if ckpt == ckpts[-1]:
-                    k = curve_steps(counts)
-                    if args.project:
-                        t = time.perf_counter()
-                        sr = draw(steps=k, seed=0, lr_consistency="project")
-                        row[f"x{s}_k{k}_project"] = {**measures(sr, batch, s),
-                                                      "s_per_image": (time.perf_counter() - t) / len(sr)}  # fmt: skip
-                    if args.seeds > 1:
-                        from neurop_diff.evaluation.realism import seed_std
-
-                        draws = [draw(steps=k, seed=j) for j in range(args.seeds)]
-                        row[f"x{s}_seed_std"] = float(seed_std(torch.stack(draws)).mean())
-            results["runs"][key] = row
+                measure_scale(args, name, model, batch, s, row, todo, results["refs"])
             path.write_text(json.dumps(results, indent=1))
-            k = curve_steps(counts)
+            k = curve_steps(counts(args, name))
             print(
                 f"evaluated {key}: " + ", ".join(f"x{s} PSNR {row[f'x{s}_k{k}']['psnr']:.2f}" for s in SCALES)
             )
     return results
+
+
+def counts(args: argparse.Namespace, name: str) -> list[int]:
+    return args.flow_steps if is_flow(name) else args.ddim_steps
+
+
+def target_steps(args: argparse.Namespace, name: str) -> int:
+    """The longest evaluated sampler length within the targets' budget (`--max-calls` network calls)."""
+    return max([k for k in counts(args, name) if k <= args.max_calls] or [min(counts(args, name))])
+
+
+def columns(args: argparse.Namespace, name: str, full: bool) -> list[str]:
+    """The row's columns for one scale: every K; at a full checkpoint also every K with the LR projection
+    (`--project`) and the seed spread at the target K, without and with it."""
+    cols = [f"k{k}" for k in counts(args, name)]
+    if full and args.project:
+        cols += [f"k{k}_project" for k in counts(args, name)]
+    if full and args.seeds > 1:
+        k = target_steps(args, name)
+        cols += [f"seed_std_k{k}"] + ([f"seed_std_k{k}_project"] if args.project else [])
+    return cols
+
+
+def measure_scale(
+    args, name: str, model, batch: dict, s: int, row: dict, todo: list[str], refs: dict
+) -> None:
+    """Fills the missing `todo` columns of `row` at scale `s` (and the bicubic / operator references)."""
+    from neurop_diff.evaluation.realism import seed_std, seed_std_by_texture
+
+    size = tuple(batch["hr"].shape[-2:])
+    cond = model.condition(batch["lr"], size)
+    if not refs.get(f"x{s}"):
+        bic = torch.nn.functional.interpolate(batch["lr"], size=size, mode="bicubic").clamp(-1, 1)
+        refs[f"x{s}"] = {"bicubic": measures(bic, batch, s), "operator": measures(cond[1], batch, s)}
+    sampler, spacing = ("euler", "leading") if is_flow(name) else ("ddim", options(name)["spacing"])
+    draw = functools.partial(
+        model.sample, batch["lr"], size, sampler=sampler, spacing=spacing, condition=cond
+    )
+    for col in todo:
+        if f"x{s}_{col}" in row:
+            continue
+        consistency = "project" if col.endswith("_project") else "none"
+        k = int(col.split("k")[-1].split("_")[0])
+        if col.startswith("seed_std"):
+            draws = torch.stack(
+                [draw(steps=k, seed=j, lr_consistency=consistency) for j in range(args.seeds)]
+            )
+            textured, flat = seed_std_by_texture(draws, batch["hr"])
+            row[f"x{s}_{col}"] = {"all": float(seed_std(draws).mean()), "textured": float(textured.mean()),
+                                  "flat": float(flat.mean())}  # fmt: skip
+            continue
+        t = time.perf_counter()
+        sr = draw(steps=k, seed=0, lr_consistency=consistency)
+        row[f"x{s}_{col}"] = {**measures(sr, batch, s), "s_per_image": (time.perf_counter() - t) / len(sr)}
 
 
 def curve_steps(counts: list[int]) -> int:
@@ -239,15 +268,40 @@ def report(args: argparse.Namespace, results: dict) -> str:
                 + " | ".join(cells(lambda s, m, row=row, col=col: row[f"x{s}_{col}"][m]))
                 + f" | {rel} | {r4['s_per_image']:.2f} |"
             )  # fmt: skip
-    lines += [
+    return "\n".join([*lines, "", *target_table(args, results)])
+
+
+def target_table(args: argparse.Namespace, results: dict) -> list[str]:
+    """The issue's targets at the targets' budget: every full checkpoint, each variant's longest K within
+    `--max-calls`, without and with the LR projection; relative to the operator."""
+    refs, runs = results["refs"], results["runs"]
+    lines = [
+        f"At <= {args.max_calls} network calls (targets: LR-PSNR >= 45, PSNR - operator >= -3 dB, SWD-l0 <= 0.7x,"
+        " LSD-hi <= 0.5x, seed std > 0 and textured > flat):",
         "",
-        f"Seed spread (mean per-pixel std over {args.seeds} seeds, [0, 1] units, last checkpoint):",
-        "",
-    ]
+        "| variant | step | K | PSNR - operator x2 / x4 / x8 | LR-PSNR x2 / x4 / x8 | SWD-l0 vs operator "
+        "| LSD-hi vs operator | seed std x4 textured / flat | s / image x4 |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- | ---: |",
+    ]  # fmt: skip
     for key, row in runs.items():
-        if "x2_seed_std" in row:
-            lines.append(f"- {key}: " + ", ".join(f"x{s} {row[f'x{s}_seed_std']:.4f}" for s in SCALES))
-    return "\n".join(lines)
+        name, step = key.split("@")
+        k = target_steps(args, name)
+        for col in (f"k{k}", f"k{k}_project"):
+            if f"x2_{col}" not in row or (col == f"k{k}" and f"x2_k{k}_project" not in row):
+                continue
+            op = {s: refs[f"x{s}"]["operator"] for s in SCALES}
+            get = {s: row[f"x{s}_{col}"] for s in SCALES}
+            seed = row.get(f"x4_seed_std_{col}")
+            spread = f"{seed['textured']:.4f} / {seed['flat']:.4f}" if seed else ""
+            lines.append(
+                f"| {name} | {step} | {col.removeprefix('k').replace('_project', ' +proj')} | "
+                + " / ".join(f"{get[s]['psnr'] - op[s]['psnr']:+.2f}" for s in SCALES) + " | "
+                + " / ".join(f"{get[s]['lr_psnr']:.1f}" for s in SCALES) + " | "
+                + " / ".join(f"{get[s]['swd_l0'] / op[s]['swd_l0']:.2f}" for s in SCALES) + " | "
+                + " / ".join(f"{get[s]['lsd_hi'] / op[s]['lsd_hi']:.2f}" for s in SCALES)
+                + f" | {spread} | {get[4]['s_per_image']:.2f} |"
+            )  # fmt: skip
+    return lines
 
 
 def _k_order(col: str) -> tuple[int, int]:
@@ -320,12 +374,20 @@ def main() -> None:
                         choices=list(VARIANTS))  # fmt: skip
     parser.add_argument("--val-images", type=int, default=32)
     parser.add_argument(
-        "--ddim-steps", type=int, nargs="+", default=[1, 5, 20], help="diffusion: DDIM lengths"
+        "--ddim-steps", type=int, nargs="+", default=[5, 20, 50], help="diffusion: DDIM lengths"
     )
     parser.add_argument(
         "--flow-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="flow: Euler lengths"
     )
-    parser.add_argument("--project", action="store_true", help="also sample with LR consistency (last step)")
+    parser.add_argument("--project", action="store_true", help="also sample with LR consistency (full steps)")
+    parser.add_argument(
+        "--full-at",
+        type=int,
+        nargs="*",
+        default=[],
+        help="checkpoints (steps) measured with --project and --seeds (default: the last)",
+    )
+    parser.add_argument("--max-calls", type=int, default=10, help="the targets' budget of network calls")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (two 1-thread runs side by side)"

@@ -23,6 +23,16 @@ def test_every_table_has_a_paper_and_a_cpu_set():
     assert len(SETS) == 2 * len(tables)
 
 
+@pytest.mark.parametrize("table", ["table1", "table4"])
+def test_tables_1_and_4_have_a_flow_row(table):
+    for spec in (REPO / "configs/experiments" / table).glob("[cp]*.yaml"):
+        runs = {r.name: r for r in load_experiment(spec, root=REPO).runs}
+        flow = runs["neurop_diff_flow"]
+        assert flow.stage == "diffusion" and flow.operator == "srno"
+        config = yaml.safe_load((REPO / flow.configs[0]).read_text())
+        assert config["model"]["init_args"]["process"] == "flow", spec
+
+
 @pytest.mark.parametrize("spec", SETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_sets_load_and_plan(spec):
     exp = load_experiment(spec, root=REPO)

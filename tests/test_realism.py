@@ -22,9 +22,11 @@ from neurop_diff.evaluation.realism import (
     pyr_up,
     radial_power,
     seed_std,
+    seed_std_by_texture,
     sliced_wasserstein,
     swd,
     swd_descriptors,
+    texture_masks,
 )
 
 
@@ -232,3 +234,25 @@ def test_seed_std_known_cases(hr):
     assert seed_std(samples).tolist() == pytest.approx([0.025, 0.025], rel=0.01)
     with pytest.raises(ValueError, match="K >= 2"):
         seed_std(samples[:1])
+
+
+def test_seed_std_by_texture(hr):
+    """Noise scaled by HR's local detail varies more on textured pixels; uniform noise gives equal halves."""
+    x = hr[:4] * 2 - 1
+    textured, flat = texture_masks(x)
+    assert textured.shape == flat.shape == (4, 1, 96, 96)
+    assert not (textured & flat).any()
+    frac = textured.double().mean(dim=(1, 2, 3))
+    assert frac.tolist() == pytest.approx([0.25] * 4, abs=0.02)
+    g = torch.Generator().manual_seed(0)
+    detail = (
+        (x - F.avg_pool2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), 7, stride=1)).abs().mean(1, keepdim=True)
+    )
+    noise = torch.randn(8, *x.shape, generator=g)
+    hi, lo = seed_std_by_texture(0.2 * noise * detail / detail.amax(), x)
+    assert (hi > 2 * lo).all()
+    same_hi, same_lo = seed_std_by_texture(0.05 * noise, x)
+    assert same_hi.tolist() == pytest.approx(same_lo.tolist(), rel=0.1)
+    assert torch.equal(seed_std_by_texture(x.expand(3, *x.shape), x)[0], torch.zeros(4))
+    with pytest.raises(ValueError, match="K >= 2"):
+        seed_std_by_texture(noise[:1], x)
