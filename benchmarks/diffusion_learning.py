@@ -202,7 +202,7 @@ def measure_scale(
     args, name: str, model, batch: dict, s: int, row: dict, todo: list[str], refs: dict
 ) -> None:
     """Fills the missing `todo` columns of `row` at scale `s` (and the bicubic / operator references)."""
-    from neurop_diff.evaluation.realism import seed_std, seed_std_by_texture
+    from neurop_diff.evaluation.spread import seed_std, seed_std_by_texture
 
     size = tuple(batch["hr"].shape[-2:])
     cond = model.condition(batch["lr"], size)

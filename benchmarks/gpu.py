@@ -25,7 +25,7 @@ from PIL import Image
 from neurop_diff.cli import main as neurop_diff
 from neurop_diff.diffusion.schedule import make_schedule, sample_levels
 from neurop_diff.models.neuropdiff import NeurOpDiff
-from neurop_diff.models.operator import SRNO
+from neurop_diff.models.srno import SRNO
 from neurop_diff.models.unet import UNet
 
 TINY = {

@@ -57,7 +57,7 @@ def run_case(case: str, lr_size: int, steps: int, unet: str, chunk: int, tile_ba
     from neurop_diff.inference import load_model
     from neurop_diff.inference.upscale import upscale_tensor
     from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.models.operator import SRNO
+    from neurop_diff.models.srno import SRNO
 
     torch.manual_seed(0)
     img = _lr_image(lr_size)

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neurop_diff.diffusion.schedule import make_schedule
 from neurop_diff.models.neuropdiff import NeurOpDiff
-from neurop_diff.models.operator import SRNO
+from neurop_diff.models.srno import SRNO
 from neurop_diff.models.unet import UNet
 from neurop_diff.runtime import tune_cpu_allocator
 

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from neurop_diff.diffusion.schedule import make_schedule, sample_levels
 from neurop_diff.lit.base import adam
 from neurop_diff.models.neuropdiff import NeurOpDiff
-from neurop_diff.models.operator import SRNO
+from neurop_diff.models.srno import SRNO
 from neurop_diff.models.unet import UNet
 from neurop_diff.runtime import tune_cpu_allocator
 from sampling_speed import peak_gflops  # benchmarks/ is the script's directory

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import warnings
+from argparse import ArgumentError
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -15,7 +19,7 @@ from lightning.pytorch.trainer.connectors import data_connector
 from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, SequentialSampler
 
-from neurop_diff.compat import set_init_arg, shard_of
+from neurop_diff.compat import UNION_ERROR, class_error, set_init_arg, shard_of, union_error_line
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurop_diff"
 
@@ -81,3 +85,40 @@ def test_no_warning_filters_at_import_time():
                 if isinstance(func, ast.Attribute) and func.attr in ("filterwarnings", "simplefilter"):
                     offenders.append(f"{path.relative_to(SRC)}:{call.lineno}")
     assert not offenders
+
+
+class Picky:
+    """A class_path target with a typed argument (checked when parsing) and one its constructor checks."""
+
+    def __init__(self, mode: Literal["a", "b"] = "a", size: int = 1) -> None:
+        if size < 0:  # raised from another error, as a file's "not a checkpoint" is from torch's
+            raise ValueError(f"size must be >= 0, got {size}") from OSError("the cause")
+
+
+def test_jsonargparse_union_errors_and_the_one_line_the_cli_shows():
+    """A subclass_mode argument with a None default (LightningCLI's model, data, trainer.logger, ...) is a Union
+    of the class and None: a bad init argument is a Union error listing each type's error, then the whole value.
+    neurop_diff.cli shows the innermost error, found through the errors each layer is raised from."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Picky, "thing", required=False)
+    with pytest.raises(ArgumentError) as err:
+        parser.parse_args([f"--thing={__name__}.Picky", "--thing.mode=c"])
+    assert UNION_ERROR in str(err.value) and "NestedArg(" in str(err.value)
+    assert union_error_line(err.value) == (
+        """Parser key "thing.init_args.mode": Expected a typing.Literal['a', 'b']. Got value: c"""
+    )
+    with pytest.raises(ArgumentError) as err:
+        parser.parse_args([f"--thing={__name__}.Picky", "--thing.sise=2"])
+    assert union_error_line(err.value) == (
+        f"""Parser key "thing": Problem with given class_path '{__name__}.Picky': Option 'sise' is not accepted"""
+    )
+    assert union_error_line(ArgumentError(None, "Parser key \"x\":\n  Expected a <class 'int'>")) is None
+    # instantiating (LightningCLI's instantiate_classes): the Union error is raised from the constructor's own
+    config = parser.parse_args([f"--thing={__name__}.Picky", "--thing.size=-1"])
+    with pytest.raises(ValueError) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parser.instantiate_classes(config)
+    assert str(err.value).startswith(UNION_ERROR) and "Namespace(" in str(err.value)
+    inner = class_error(err.value)
+    assert isinstance(inner, ValueError) and str(inner) == "size must be >= 0, got -1"
+    assert class_error(ValueError("plain")) is None

@@ -132,7 +132,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_continues(tmp_path, shared_data, 
         main(argv)
         return 0
 
-    folder = run_experiment(exp, out, data, execute=execute)
+    folder = run_experiment(exp, out, data, parse=main, execute=execute)
     assert [c[0] for c in calls] == ["fit", "test", "fit", "test", "compare"]
     # the diffusion fit was guided by the operator run's own checkpoint
     guide = calls[2][calls[2].index("--model.init_args.operator_ckpt") + 1]
@@ -147,18 +147,18 @@ def test_a_tiny_experiment_runs_end_to_end_and_continues(tmp_path, shared_data, 
         assert {r["scale"] for r in results} == {"4"}
 
     calls.clear()
-    run_experiment(exp, out, data, execute=execute)
+    run_experiment(exp, out, data, parse=main, execute=execute)
     assert calls == []  # everything done: nothing runs again
 
     (out / "neurop_diff/fit/FINISHED").unlink()
     (out / "neurop_diff/test/results/test/metrics.csv").unlink()
-    run_experiment(exp, out, data, execute=lambda argv: calls.append(argv) or 0)
+    run_experiment(exp, out, data, parse=main, execute=lambda argv: calls.append(argv) or 0)
     assert [c[0] for c in calls] == ["fit", "test"]
     assert calls[0][-2:] == ["--ckpt_path", str(out / "neurop_diff/fit/checkpoints/last.ckpt")]
 
     (out / "neurop_diff/fit/FINISHED").unlink()
     with pytest.raises(RuntimeError, match="`neurop-diff fit` of run 'neurop_diff' failed"):
-        run_experiment(exp, out, data, execute=lambda argv: 1)
+        run_experiment(exp, out, data, parse=main, execute=lambda argv: 1)
 
 
 def test_commands_are_checked_before_anything_trains(tmp_path):
@@ -169,5 +169,7 @@ def test_commands_are_checked_before_anything_trains(tmp_path):
     }
     calls = []
     with pytest.raises(ValueError, match="the test command of run 'srno' does not parse") as err:
-        run_experiment(load_experiment(_write(tmp_path, spec), root=REPO), tmp_path, execute=calls.append)
+        run_experiment(
+            load_experiment(_write(tmp_path, spec), root=REPO), tmp_path, parse=main, execute=calls.append
+        )
     assert "sampling_steps" in str(err.value) and calls == []

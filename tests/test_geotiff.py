@@ -15,7 +15,7 @@ from rasterio.transform import from_origin  # noqa: E402
 
 from neurop_diff.inference import io, upscale, upscale_file  # noqa: E402
 from neurop_diff.inference.cli import upscale_main  # noqa: E402
-from neurop_diff.models.operator import SRNO  # noqa: E402
+from neurop_diff.models.srno import SRNO  # noqa: E402
 
 H, W = 40, 48
 # UTM 33N, 0.3 m x 0.5 m pixels: per-axis scaling is visible in the transform.

@@ -1,9 +1,11 @@
 """Inputs that were silently wrong: float TIFFs, scales too large for the image, NaN pixels, a corrupt .npy cache, a
-truncated test image; upscale's one-line errors (--out, --device, a corrupt checkpoint) and its memory check."""
+truncated test image; upscale's one-line errors (--out, --device, a corrupt checkpoint) and its memory check; a bad
+init argument of the model / data / logger names itself in one line."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neurop_diff.cli import main
 from neurop_diff.data import SRDataModule
 from neurop_diff.data.datasets import CorruptImageError, ImageFolder
 from neurop_diff.data.images import FloatImageWarning
@@ -18,7 +21,9 @@ from neurop_diff.inference import io
 from neurop_diff.inference import memory as memory_mod
 from neurop_diff.inference.cli import upscale_main
 from neurop_diff.inference.upscale import upscale
-from neurop_diff.lit import OperatorModule
+from neurop_diff.lit import DiffusionModule, OperatorModule
+from test_cli import REPO, TINY_UNET
+from test_loading_errors import _args, _save
 
 TINY = {"encoder_blocks": 1, "encoder_width": 8, "width": 16, "blocks": 1, "heads": 2}
 
@@ -159,3 +164,74 @@ def test_upscale_memory_is_checked_before_any_work(tmp_path, photo, op_ckpt, mon
         )
     assert exc.value.code == 2 and "2.0 GB available" in capsys.readouterr().err
     upscale(str(image), 2, checkpoint=op_ckpt, device="cpu")  # small: runs
+
+
+DIFFUSION_CFG = str(REPO / "configs/diffusion_small.yaml")
+#: (command line after `--config configs/diffusion_small.yaml`, what the last line says: the one message naming the
+#: bad value); {ckpt}: a diffusion checkpoint. The first three fail in the class's constructor (its own message, one
+#: line), the others when parsing (jsonargparse's, on one line with the whole key).
+BAD_INIT_ARGS = [
+    (
+        ["test", "--model.init_args.condition=bicubic", *TINY_UNET, "--data.init_args.test_scales=[1000]",
+         "--ckpt_path={ckpt}"],
+        "test: error: test_scales: scale x1000 on hr_size 96 px images gives a 1 px LR",
+    ),
+    (
+        ["fit", "--model.init_args.operator_ckpt={ckpt}"],
+        "fit: error: {ckpt} is a diffusion (DiffusionModule) checkpoint; an operator checkpoint",
+    ),
+    (
+        ["fit", "--model.init_args.condition=bicubic", "--model.init_args.sampling_steps=-3"],
+        "fit: error: sampling_steps must be",
+    ),
+    (
+        ["fit", "--model.init_args.sampler=bogus"],
+        """error: Parser key "model.init_args.sampler": Expected a typing.Literal['ddim', 'ddpm', 'euler', 'heun', """
+        """'dpmpp_2m']. Got value: bogus""",
+    ),
+    (
+        ["fit", '--data.init_args.val_scales=[2, "a"]'],
+        """error: Parser key "data.init_args.val_scales": Expected a <class 'float'>. Got value: a""",
+    ),
+    (
+        ["fit", "--trainer.logger.init_args.flush_logs_every_n_steps=abc"],
+        """error: Parser key "trainer.logger.init_args.flush_logs_every_n_steps": Expected a <class 'int'>. """
+        "Got value: abc",
+    ),
+    (
+        ["fit", "--model.init_args.lr_schedul=[1e-4]"],
+        "error: Parser key \"model\": Problem with given class_path 'neurop_diff.lit.DiffusionModule': Option "
+        "'lr_schedul' is not accepted\n"
+        "  hint: 'lr_schedul' is not an argument of neurop_diff.lit.DiffusionModule: did you mean 'lr_schedule'?",
+    ),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def diff_ckpt(tmp_path_factory) -> Path:
+    """A tiny diffusion checkpoint with diffusion_small.yaml's architecture settings (TINY_UNET's sizes)."""
+    module = DiffusionModule(
+        condition="bicubic", prediction="x0", residual=True, noise_embedding="log_sigma", res_blocks=1,
+        **_args(TINY_UNET),
+    )  # fmt: skip
+    return _save(module, tmp_path_factory.mktemp("diffusion") / "diffusion.ckpt")
+
+
+@pytest.mark.parametrize("args, said", BAD_INIT_ARGS, ids=[a[-1].split("=")[0][2:] for a, _ in BAD_INIT_ARGS])
+def test_a_bad_init_argument_ends_on_the_one_message_naming_it(args, said, diff_ckpt, monkeypatch, capsys):
+    """jsonargparse reports a class_path's bad init argument (model, data, logger: each a Union of the class and
+    None) as a Union error with a dump of the whole value as its last line: only the inner message is shown."""
+    command, *rest = (a.format(ckpt=diff_ckpt) for a in args)
+    monkeypatch.setattr(sys, "argv", ["neurop-diff", command, "--config", DIFFUSION_CFG, *rest])
+    with pytest.raises(SystemExit) as exc:
+        main()  # as the console script runs it
+    code = exc.value.code
+    assert code not in (0, None)
+    printed = capsys.readouterr().err + (f"{code}\n" if isinstance(code, str) else "")  # sys.exit(message)
+    lines = [line for line in printed.splitlines() if line.strip()]
+    said = said.format(ckpt=diff_ckpt)
+    if said.startswith(("fit: error: ", "test: error: ")):  # the class's own message, as main() ends on it
+        assert lines[-1].startswith(f"neurop-diff {said}") and code != 2, printed[-2000:]
+    else:  # parse errors: jsonargparse's usage, then the error (and hints)
+        assert "\n".join(lines).endswith(said) and code == 2, printed[-2000:]
+    assert "Namespace(" not in printed and "Union subtypes" not in printed and "NestedArg" not in printed

@@ -348,3 +348,20 @@ def test_a_chunk_covering_the_image_keeps_activations(monkeypatch):
             assert len(calls) == (pieces if chunk == coord.shape[1] else (len(model.blocks) + 1) * pieces)
     for out in outs.values():
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_srno_and_liif_meet_the_operator_interface():
+    from neurop_diff.models import LIIF, SRNO, Operator
+
+    for model in (SRNO(encoder_blocks=1, encoder_width=8, width=16, blocks=1, heads=2, head_width=16),
+                  LIIF(encoder_blocks=1, encoder_width=8, mlp_width=16, mlp_depth=1)):  # fmt: skip
+        assert isinstance(model, Operator)
+        assert model.arch == type(model).__name__.lower()
+        lr = torch.rand(1, 3, 6, 6) * 2 - 1
+        feat = model.encode(lr)
+        assert feat.shape == (1, 8, 6, 6)
+        coord = torch.rand(1, 5, 2) * 2 - 1
+        with torch.no_grad():
+            assert model.query(feat, lr, coord, torch.tensor([2 / 12, 2 / 12])).shape == (1, 5, 3)
+            assert model(lr, (12, 12)).shape == (1, 3, 12, 12)
+    assert not isinstance(torch.nn.Linear(2, 2), Operator)

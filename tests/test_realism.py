@@ -21,13 +21,11 @@ from neurop_diff.evaluation.realism import (
     patch_centres,
     pyr_up,
     radial_power,
-    seed_std,
-    seed_std_by_texture,
     sliced_wasserstein,
     swd,
     swd_descriptors,
-    texture_masks,
 )
+from neurop_diff.evaluation.spread import seed_std, seed_std_by_texture, texture_masks
 
 
 @pytest.fixture(scope="module")

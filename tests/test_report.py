@@ -9,18 +9,20 @@ import pytest
 import torch
 from PIL import Image
 
+from neurop_diff.evaluation.figures import (
+    make_grid,
+    plot_metrics_vs_scale,
+    plot_perception_distortion,
+    to_uint8,
+    zoom_box,
+)
 from neurop_diff.evaluation.report import (
     console_table,
     is_ood,
-    make_grid,
     metrics_markdown,
-    plot_metrics_vs_scale,
-    plot_perception_distortion,
     summarize,
-    to_uint8,
     write_metrics_csv,
     write_per_image_csv,
-    zoom_box,
 )
 
 METHODS = ["bicubic", "operator", "diffusion"]

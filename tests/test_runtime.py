@@ -46,3 +46,27 @@ def test_tuned_allocator_reuses_large_blocks():
 
 def test_tune_is_applied_once():
     assert tune_cpu_allocator() is tune_cpu_allocator()
+
+
+LIBRARY = """
+import torch
+from neurop_diff.models import SRNO
+from neurop_diff.runtime import tune_cpu_allocator
+from neurop_diff.inference import load_model
+assert tune_cpu_allocator.cache_info().currsize == 0  # importing the library changes nothing
+load_model(SRNO(encoder_blocks=1, encoder_width=8, width=16, blocks=1, heads=2), "cpu")
+print(tune_cpu_allocator.cache_info().currsize, tune_cpu_allocator())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_the_python_api_tunes_the_allocator_on_first_use():
+    run = subprocess.run(
+        [sys.executable, "-c", LIBRARY], capture_output=True, text=True, check=True, env={**os.environ}
+    )
+    assert run.stdout.split() == ["1", "True"]
+    opted_out = {**os.environ, "NEUROP_DIFF_MALLOC": "default"}
+    run = subprocess.run(
+        [sys.executable, "-c", LIBRARY], capture_output=True, text=True, check=True, env=opted_out
+    )
+    assert run.stdout.split() == ["1", "False"]

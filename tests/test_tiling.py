@@ -21,7 +21,7 @@ from neurop_diff.diffusion.tiling import (
     tile_starts,
     tiled_denoiser,
 )
-from neurop_diff.models.operator import SRNO
+from neurop_diff.models.srno import SRNO
 from neurop_diff.models.unet import UNet
 
 

@@ -161,7 +161,7 @@ def test_checkpoints_stages_and_cache(checkpoints, modules, photo):
         upscale(photo, 2, checkpoint=op_path, stage="diffusion", device="cpu")
     loaded = load_model(diff_path, "cpu")
     assert loaded.stage == "diffusion" and loaded.scale_max == 4.0
-    for name, a in modules[1].state_dict().items():
+    for name, a in modules[1].model.state_dict().items():  # the plain model, no LightningModule
         assert torch.equal(a, loaded.diffusion.state_dict()[name]), name
     os.utime(op_path, ns=(0, 0))  # a rewritten file is reloaded
     assert load_model(op_path, "cpu") is not first
@@ -245,3 +245,36 @@ def test_sampling_precision_per_device():
         with sampling_autocast(torch.device("cuda")):
             x = torch.ones(2, 2, device="cuda")
             assert (x @ x).dtype == torch.bfloat16
+
+
+def test_inference_loads_plain_models_without_a_lightning_module(checkpoints, modules, photo, monkeypatch):
+    """One Checkpoint view reads the file once and builds NeurOp-Diff with build_neuropdiff: the upscale of a
+    diffusion checkpoint equals the module's own sample, and no LightningModule is constructed."""
+    from neurop_diff.diffusion.options import SamplingOptions
+    from neurop_diff.models.neuropdiff import NeurOpDiff
+    from neurop_diff.weights.checkpoint import Checkpoint
+
+    op_path, diff_path = checkpoints
+    ckpt = Checkpoint.read(diff_path)
+    assert ckpt.kind == "DiffusionModule" and ckpt.data_hparams["scale_max"] == 4.0
+    assert ckpt.sampling() == SamplingOptions(steps=3) == modules[1].sampling
+    assert ckpt.sampling(steps=5, sampler=None).steps == 5
+    with pytest.raises(ValueError, match="operator"):
+        Checkpoint.read(op_path).neuropdiff()  # an operator checkpoint holds no NeurOp-Diff
+    assert type(Checkpoint.read(op_path).operator()).__name__ == "SRNO"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inference must not build a LightningModule")
+
+    monkeypatch.setattr(DiffusionModule, "__init__", refuse)
+    monkeypatch.setattr(OperatorModule, "__init__", refuse)
+    clear_model_cache()
+    loaded = load_model(diff_path, "cpu")
+    assert isinstance(loaded.diffusion, NeurOpDiff) and loaded.tile == 16
+    lr = torch.from_numpy(photo.astype(np.float32) / 255).permute(2, 0, 1)[None] * 2 - 1
+    ours = upscale_tensor(lr, (60, 72), loaded, seed=3, tile=80)
+    with torch.no_grad():
+        theirs = modules[1].model.sample(lr, (60, 72), steps=3, spacing="leading", seed=3).clamp(-1, 1)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert load_model(op_path, "cpu").stage == "operator"
+    clear_model_cache()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurop_diff.models.operator import SRNO
+from neurop_diff.models.srno import SRNO
 from neurop_diff.weights import (
     convert_srno_state_dict,
     extract_srno_state_dict,

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from collections.abc import Callable
@@ -31,11 +30,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from neurop_diff.weights.checkpoint import read_checkpoint
+from neurop_diff.files import TMP_MARK, atomic_write, remove_leftovers
+from neurop_diff.weights.reader import read_checkpoint
 
 __all__ = ["AtomicCheckpointIO", "SaveOnSigterm", "ensure_safe_checkpointing", "find_resume_version"]
-
-_TMP_MARK = ".tmp-"
 
 
 def _is_local(path: str | os.PathLike[str]) -> bool:
@@ -46,16 +44,6 @@ def _is_local(path: str | os.PathLike[str]) -> bool:
 def _local_path(path: str | os.PathLike[str]) -> Path:
     text = str(path)
     return Path(text[len("file://") :] if text.startswith("file://") else text)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable (a power loss right after could otherwise lose it); not on every OS.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -72,28 +60,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = _local_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Leftovers of a process killed while saving this file: never valid checkpoints.
-        for stale in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        tmp = target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}")
+        remove_leftovers(target)  # of a process killed while saving this file: never valid checkpoints
         try:
-            with open(tmp, "wb") as f:
+            with atomic_write(target, fsync=True) as tmp, open(tmp, "wb") as f:
                 self._dump(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException as err:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
                 kept = f"the previous {target.name} is kept" if target.exists() else "nothing was written"
                 raise OSError(
                     errno.ENOSPC, f"{target}: checkpoint not saved ({kept}): no space left on device"
                 ) from err
             raise
-        _fsync_dir(target.parent)
 
     def _dump(self, checkpoint: dict[str, Any], f: IO[bytes]) -> None:
         """Serialises `checkpoint` into the open temporary file (a seam for tests)."""
@@ -163,7 +140,7 @@ def find_resume_version(save_dir: str | os.PathLike[str], name: str | None) -> t
     root = Path(save_dir) / (name or "")
     if not root.is_dir():
         return None
-    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file() and _TMP_MARK not in p.name]
+    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file() and TMP_MARK not in p.name]
     if not found:
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)

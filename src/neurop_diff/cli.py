@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from neurop_diff import compat
 from neurop_diff.checkpointing import ensure_safe_checkpointing, find_resume_version
 from neurop_diff.data.datamodule import SRDataModule
-from neurop_diff.lit.base import SRTask
+from neurop_diff.lit.base import SRTask, plain_value
 from neurop_diff.loggers import WandbLogger
 from neurop_diff.runtime import tune_cpu_allocator
 from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint
@@ -45,12 +45,16 @@ def _accepted_keys(class_path: str) -> list[str]:
 
 class NeuropDiffParser(LightningArgumentParser):
     """Adds "did you mean" to jsonargparse's errors about keys that do not exist, and names the config file
-    of a YAML syntax error."""
+    of a YAML syntax error. A bad init argument of a class_path (model, data, logger, ...) is one line naming
+    the whole key, what was expected and the value given, instead of jsonargparse's Union error (each type's
+    error, then a dump of the whole value)."""
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
-        return super().error(self._with_hints(message), ex)
+        shown = compat.union_error_line(ex) if self.exit_on_error else None
+        return super().error(self._with_hints(message, shown), ex)
 
-    def _with_hints(self, message: str) -> str:
+    def _with_hints(self, message: str, shown: str | None = None) -> str:
+        """`shown` (default `message`) and the hints found in `message`."""
         hints = []
         # A wrong init_args key of a class_path (model, data, callbacks, ...).
         for class_path, key in compat.UNKNOWN_INIT_ARG.findall(message):
@@ -64,7 +68,7 @@ class NeuropDiffParser(LightningArgumentParser):
             close = difflib.get_close_matches(key, options, n=1, cutoff=0.75)
             if key and close:
                 hints.append(f"'{key}' does not exist: did you mean '{close[0]}'?")
-        return message + "".join(f"\n  hint: {h}" for h in hints)
+        return (shown or message) + "".join(f"\n  hint: {h}" for h in hints)
 
 
 @compat.skip_lightning_ckpt_merge
@@ -137,7 +141,7 @@ class NeuropDiffCLI(LightningCLI):
         conflicts = [
             f"{k}: checkpoint {hparams[k]!r}, given {current[k]!r}"
             for k in sorted(typed & set(arch) & set(hparams))
-            if current.get(k) is not None and _plain(current[k]) != _plain(hparams[k])
+            if current.get(k) is not None and plain_value(current[k]) != plain_value(hparams[k])
         ]
         if conflicts:
             raise ValueError(
@@ -157,6 +161,16 @@ class NeuropDiffCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write(f"Parsing the hyper-parameters stored in {path} failed\n")
             raise
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # A constructor's error (a bad init argument) comes wrapped in jsonargparse's Union error: its own.
+            inner = compat.class_error(err)
+            if inner is None:
+                raise
+            raise inner from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -216,15 +230,6 @@ def _typed_init_args(parser: LightningArgumentParser, args: Any, subcommand: str
     model = typed.get(subcommand, {}).get("model") if typed.get(subcommand) else None
     init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
     return set(vars(init_args)) if init_args is not None else set()
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, namespaces as dicts (the checkpoint and the config may store either)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "items"):
-        return {k: _plain(v) for k, v in dict(value.items()).items()}
-    return value
 
 
 def last_checkpoint(config: Any) -> Path | None:
@@ -323,7 +328,7 @@ def _compare(argv: list[str]) -> None:
 def _experiment(argv: list[str]) -> None:
     from neurop_diff.experiments import experiment_main
 
-    experiment_main(argv)
+    experiment_main(argv, parse=main)
 
 
 def _is_user_error(err: BaseException) -> bool:

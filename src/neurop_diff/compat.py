@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import argparse
 import re
+import traceback
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DistributedSampler, Sampler
 
 __all__ = [
+    "UNION_ERROR",
     "UNKNOWN_INIT_ARG",
     "UNKNOWN_OPTION",
+    "class_error",
     "parser_options",
     "set_init_arg",
     "shard_of",
     "skip_lightning_ckpt_merge",
+    "union_error_line",
 ]
 
 
@@ -104,3 +109,73 @@ def skip_lightning_ckpt_merge(cli_class: type) -> type:
         )
     cli_class._parse_ckpt_path = lambda self: None  # type: ignore[attr-defined]
     return cli_class
+
+
+# --- jsonargparse's error for a value no type of a Union accepts (neurop_diff.cli; pinned by tests/test_compat.py)
+
+#: First line of that error. Every subclass_mode key (model, data, trainer.logger, trainer.callbacks, ...) is such
+#: a Union (its class or None); the error goes on with each type's error and a dump of the whole value.
+UNION_ERROR = "Does not validate against any of the Union subtypes"
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_CLASS_PATH = re.compile(r"Problem with given class_path '([\w.]+)':")
+
+
+def _raised_by_jsonargparse(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return not frames or "jsonargparse" in Path(frames[-1].filename).parts
+
+
+def _causes(err: BaseException | None) -> list[BaseException]:
+    """`err` and the errors it was raised from (``raise ... from``), outermost first, down to the first one not
+    raised by jsonargparse (a class's own error: its message is the one to show, whatever it was raised from)."""
+    chain: list[BaseException] = []
+    while err is not None and all(err is not e for e in chain):
+        chain.append(err)
+        if not _raised_by_jsonargparse(err):
+            break
+        err = err.__cause__
+    return chain
+
+
+def _is_union_error(chain: list[BaseException]) -> bool:
+    return any(str(e).startswith(UNION_ERROR) for e in chain)
+
+
+def class_error(err: BaseException) -> BaseException | None:
+    """The error a class's constructor raised (a bad init argument of the model, data, ...) when jsonargparse's
+    ``instantiate_classes`` reports it as a Union error; None for any other error.
+
+    Relies on: jsonargparse raising the Union error ``from`` the error of the Union's first type (the class;
+    NoneType comes last), which is the constructor's own error: the first one raised outside jsonargparse."""
+    chain = _causes(err)
+    inner = chain[-1]
+    return None if not _is_union_error(chain) or _raised_by_jsonargparse(inner) else inner
+
+
+def union_error_line(err: BaseException | None) -> str | None:
+    """One line for jsonargparse's parse error about an init argument of a class_path (or any value a Union
+    type refused): the full key and the innermost error, e.g. ``Parser key "model.init_args.sampler": Expected
+    a typing.Literal['ddim', ...]. Got value: bogus``, or ``Parser key "model": Problem with given class_path
+    'neurop_diff.lit.DiffusionModule': Option 'widht' is not accepted``; None when ``err`` is not such an error.
+
+    Relies on: every layer of that error (``Parser key "<key>":``, the Union error, ``Problem with given
+    class_path '<class>':``) being raised ``from`` the error it wraps, the Union error from its first type's
+    (the class; NoneType comes last)."""
+    chain = _causes(err)
+    if not chain or not _is_union_error(chain):
+        return None
+    keys: list[str] = []
+    class_path = ""
+    for e in chain[:-1]:
+        text = str(e)
+        if found := _CLASS_PATH.match(text):
+            class_path = found.group(1)
+        elif (found := _PARSER_KEY.match(text)) and (not keys or class_path):
+            keys.append(found.group(1))
+            class_path = ""
+    parts = [f'Parser key "{".init_args.".join(keys)}"'] if keys else []
+    if (
+        class_path
+    ):  # an error of the class itself (an unknown key): jsonargparse's words, which the hints read
+        parts.append(f"Problem with given class_path '{class_path}'")
+    return ": ".join([*parts, re.sub(r"\s*\n\s*", " ", str(chain[-1]).strip())])

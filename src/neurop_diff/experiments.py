@@ -183,11 +183,12 @@ def plan_experiment(exp: Experiment, out: Path, extra: Sequence[str] = (), wandb
     return steps
 
 
-def check_experiment(exp: Experiment, out: Path, extra: Sequence[str] = ()) -> None:
-    """Parse every fit and test command of ``exp`` before anything trains (``--print_config``, in this process):
-    a wrong key or value fails now, naming the run, not after the first runs have trained."""
-    from neurop_diff.cli import main
-
+def check_experiment(
+    exp: Experiment, out: Path, extra: Sequence[str] = (), *, parse: Callable[[list[str]], None]
+) -> None:
+    """Parse every fit and test command of ``exp`` before anything trains (``parse``, the ``neurop-diff``
+    entry point given by the command line, with ``--print_config``, in this process): a wrong key or value
+    fails now, naming the run, not after the first runs have trained."""
     for step in plan_experiment(exp, out, extra):
         if step.command == "compare":
             continue
@@ -200,7 +201,7 @@ def check_experiment(exp: Experiment, out: Path, extra: Sequence[str] = ()) -> N
         err = io.StringIO()
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                main([*argv, "--print_config"])
+                parse([*argv, "--print_config"])
         except SystemExit as stop:
             if stop.code not in (0, None):
                 lines = [
@@ -223,13 +224,15 @@ def run_experiment(
     wandb: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    parse: Callable[[list[str]], None],
     execute: Callable[[list[str]], int] | None = None,
 ) -> Path:
-    """Run every step not yet done (``force``: all); returns the comparison folder. ``execute`` runs one
-    ``neurop-diff`` argv (default: a fresh ``python -m neurop_diff`` process, so runs never share state)."""
+    """Run every step not yet done (``force``: all); returns the comparison folder. ``parse`` checks every
+    command first (:func:`check_experiment`); ``execute`` runs one ``neurop-diff`` argv (default: a fresh
+    ``python -m neurop_diff`` process, so runs never share state)."""
     execute = execute or (lambda argv: subprocess.call([sys.executable, "-m", "neurop_diff", *argv]))
     steps = plan_experiment(exp, out, extra, wandb)
-    check_experiment(exp, out, extra)
+    check_experiment(exp, out, extra, parse=parse)
     for k, step in enumerate(steps, 1):
         head = f"== [{k}/{len(steps)}] {exp.name}: {step.command} {step.run}"
         if step.done.is_file() and not force:
@@ -255,8 +258,9 @@ def run_experiment(
     return out / "comparison"
 
 
-def experiment_main(argv: list[str]) -> None:
-    """`neurop-diff experiment SPEC [--out DIR] [--wandb] [--force] [--dry-run] [-- ARGS for fit and test]`."""
+def experiment_main(argv: list[str], *, parse: Callable[[list[str]], None]) -> None:
+    """`neurop-diff experiment SPEC [--out DIR] [--wandb] [--force] [--dry-run] [-- ARGS for fit and test]`;
+    ``parse`` is the ``neurop-diff`` entry point (it checks every command before anything trains)."""
     extra: list[str] = []
     if "--" in argv:
         argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
@@ -281,7 +285,9 @@ def experiment_main(argv: list[str]) -> None:
         flush=True,
     )
     try:
-        folder = run_experiment(exp, out, extra, wandb=ns.wandb, force=ns.force, dry_run=ns.dry_run)
+        folder = run_experiment(
+            exp, out, extra, wandb=ns.wandb, force=ns.force, dry_run=ns.dry_run, parse=parse
+        )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         parser.exit(1, f"neurop-diff experiment: error: {err}\n")
     if not ns.dry_run:

@@ -7,7 +7,8 @@ the 2-core development machine (default UNet, 256^2, channels_last): 0.57 -> 0.3
 3.03 -> 1.52 s at batch 4 once the heap keeps and reuses what it frees (``benchmarks/sampling_speed.py``).
 The cost: the process keeps its peak heap (peak RSS is what it was; it is not handed back in between).
 
-``neurop-diff`` calls :func:`tune_cpu_allocator` at start; Python users may call it once themselves.
+``neurop-diff`` calls :func:`tune_cpu_allocator` at start, the Python inference API
+(``neurop_diff.inference.load_model``, so ``upscale``) when it first loads a model for the CPU.
 ``NEUROP_DIFF_MALLOC=default`` keeps the C library's behaviour.
 """
 

@@ -40,9 +40,10 @@ from neurop_diff.evaluation.convention import (
     to_unit,
 )
 from neurop_diff.evaluation.detail import DETAIL_METRICS, detail_metrics, hf_share
+from neurop_diff.evaluation.figures import to_uint8
 from neurop_diff.evaluation.lpips import LPIPS, backbone_path, load_lpips
 from neurop_diff.evaluation.realism import SWD_KEYS, SetSWD, lr_psnr, lsd_hi
-from neurop_diff.evaluation.report import PER_IMAGE_REALISM, REALISM, summarize, to_uint8
+from neurop_diff.evaluation.report import PER_IMAGE_REALISM, REALISM, summarize
 from neurop_diff.evaluation.results import EvalResults, ExamplePicker, ResultsLogger
 from neurop_diff.evaluation.writer import console_report, make_grids, write_results
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from neurop_diff.files import atomic_write
 
 from .download import download_and_extract
 from .images import (
@@ -258,18 +259,11 @@ class SRImageDataset(Dataset):
             else:
                 if cached.shape == shape and cached.dtype == np.uint8:
                     return cached
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache.stem}.", suffix=".npy", dir=cache_dir)
-        os.close(fd)
-        try:
+        with atomic_write(cache, suffix=".npy", mode=0o600) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             self._fill(out)
             out.flush()
             del out
-            os.replace(tmp, cache)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return np.load(cache, mmap_mode="r")
 
     def _verify_all(self) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from neurop_diff.files import atomic_write
+
 __all__ = ["ChecksumError", "UnsafeArchiveError", "download_and_extract", "download_url", "safe_extract_zip"]
 
 _CHUNK = 1 << 20
@@ -40,13 +42,10 @@ def download_url(url: str, dest: str | Path, md5: str | None = None, progress: b
     On an md5 mismatch (``ChecksumError`` naming both checksums) or any other failure nothing is left behind.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.md5()
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "neurop-diff"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
+    request = urllib.request.Request(url, headers={"User-Agent": "neurop-diff"})
+    with atomic_write(dest, suffix=".part", mode=0o600) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             total = response.headers.get("Content-Length")
             with tqdm(
                 total=int(total) if total else None,
@@ -65,10 +64,6 @@ def download_url(url: str, dest: str | Path, md5: str | None = None, progress: b
             raise ChecksumError(
                 f"md5 mismatch for {url}: expected {md5.lower()}, got {actual}; the download was removed"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from neurop_diff.diffusion.schedule import _per_item
+from neurop_diff.diffusion.schedule import broadcast_per_item
 
 __all__ = [
     "LossWeighting",
@@ -56,7 +56,7 @@ def _gs(gamma: Tensor | float, like: Tensor) -> tuple[Tensor | float, Tensor | f
     # sigma from gamma in gamma's own precision (float64 from the samplers): near gamma = 1, 1 - gamma^2 from a
     # float32 gamma is off by ~10% at SR3's first level (abar = 1 - 1e-6), and eps = (x_t - gamma x0) / sigma
     # would carry that error into every sample.
-    g = _per_item(gamma, like)
+    g = broadcast_per_item(gamma, like)
     if isinstance(g, Tensor):
         s = (1 - g * g).clamp_min(0).sqrt()
         return g.to(like.dtype), s.to(like.dtype)

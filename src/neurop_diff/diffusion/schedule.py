@@ -22,6 +22,7 @@ __all__ = [
     "EDM_P_STD",
     "LevelSampling",
     "NoiseSchedule",
+    "broadcast_per_item",
     "cosine_betas",
     "gamma_to_sigma",
     "level_dtype",
@@ -159,7 +160,7 @@ def sample_levels(
     return gamma.to(device=device or "cpu", dtype=level_dtype(device))
 
 
-def _per_item(v: Tensor | float, like: Tensor) -> Tensor | float:
+def broadcast_per_item(v: Tensor | float, like: Tensor) -> Tensor | float:
     """Broadcast a (B,) tensor over the trailing dims of ``like``; floats pass through."""
     if isinstance(v, Tensor):
         if v.ndim == 0:
@@ -179,14 +180,14 @@ def q_sample(x0: Tensor, gamma: Tensor | float, noise: Tensor) -> Tensor:
     """
     if noise.shape != x0.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
-    g = _per_item(gamma, x0)
+    g = broadcast_per_item(gamma, x0)
     return g * x0 + (1 - g**2) ** 0.5 * noise
 
 
 def predict_start_from_noise(x_t: Tensor, abar_t: Tensor | float, eps: Tensor) -> Tensor:
     """x0 implied by a noise prediction (DDPM eq. 15, DDIM eq. 12 "predicted x0"):
     ``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``. ``abar_t``: (B,) or scalar in (0, 1]."""
-    a = _per_item(abar_t, x_t)
+    a = broadcast_per_item(abar_t, x_t)
     return (x_t - (1 - a) ** 0.5 * eps) / a**0.5
 
 

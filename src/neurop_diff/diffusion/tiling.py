@@ -24,6 +24,7 @@ from neurop_diff.diffusion.sampling import Denoiser
 __all__ = [
     "TileGrid",
     "blend_window",
+    "check_tile_size",
     "make_tile_grid",
     "pad_for_tiles",
     "plan_tiles",
@@ -193,16 +194,21 @@ def tiled_denoiser(
     return blended
 
 
+def check_tile_size(tile: int, multiple: int = 1) -> None:
+    """Raises ``ValueError`` unless ``tile`` is a positive multiple of ``multiple`` (the UNet's downsampling)."""
+    if tile < 1 or tile % multiple:
+        raise ValueError(
+            f"tile must be a positive multiple of {multiple} (the UNet's downsampling), got {tile}"
+        )
+
+
 def plan_tiles(
     size: tuple[int, int], tile: int, overlap: int, multiple: int = 1
 ) -> tuple[tuple[int, int], TileGrid]:
     """Padded canvas and tile grid for sampling a ``size = (H, W)`` image with tiles of ``tile`` pixels that
     must be multiples of ``multiple``: a side shorter than ``tile`` is padded up to a multiple and becomes one
     tile; a longer side is covered by overlapping tiles (no padding)."""
-    if tile < 1 or tile % multiple:
-        raise ValueError(
-            f"tile must be a positive multiple of {multiple} (the UNet's downsampling), got {tile}"
-        )
+    check_tile_size(tile, multiple)
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap must be in [0, tile={tile}), got {overlap}")
     padded = tuple(n if n >= tile else -(-n // multiple) * multiple for n in (int(v) for v in size))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from neurop_diff.files import atomic_write
 
 LpipsNet = Literal["alex", "vgg"]
 
@@ -41,21 +42,15 @@ def backbone_path(net: LpipsNet = "alex") -> Path:
 
 def _download(url: str, dest: Path, timeout_s: float) -> None:
     """Fetch `url` to `dest` atomically, checking the SHA-256 prefix in the file name (torchvision's scheme)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = dest.stem.rsplit("-", 1)[-1]
     sha = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout_s) as response:
+    with atomic_write(dest, suffix=".partial", mode=0o600) as tmp:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout_s) as response:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 sha.update(chunk)
         if not sha.hexdigest().startswith(prefix):
             raise OSError(f"checksum mismatch for {url}: sha256 does not start with {prefix}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _warn_once(path: Path, net: str, reason: str) -> None:

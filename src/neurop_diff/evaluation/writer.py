@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from neurop_diff.evaluation.convention import format_scale
+from neurop_diff.evaluation.figures import make_grid, plot_metrics_vs_scale, plot_perception_distortion
 from neurop_diff.evaluation.report import (
     console_table,
-    make_grid,
     metrics_markdown,
-    plot_metrics_vs_scale,
-    plot_perception_distortion,
     write_metrics_csv,
     write_per_image_csv,
 )

@@ -43,11 +43,13 @@ __all__ = [
     "expand_inputs",
     "from_array",
     "from_bands",
+    "import_rasterio",
     "is_geotiff",
     "pil_array",
     "read_image",
     "resize_mask",
     "to_array",
+    "write_geotiff",
     "write_image",
 ]
 
@@ -74,7 +76,8 @@ def is_geotiff(path: str | Path) -> bool:
     return False
 
 
-def _rasterio():
+def import_rasterio():
+    """The `rasterio` module; its ImportError says how to install it (`GEO_EXTRA_HINT`)."""
     try:
         import rasterio
     except ImportError as err:
@@ -93,7 +96,7 @@ def read_image(path: str | Path, bands: tuple[int, ...] | list[int] | None = Non
         raise ValueError(f"{path}: unsupported image type {path.suffix!r}; expected one of {IMAGE_SUFFIXES}")
     if is_geotiff(path):
         try:
-            rasterio = _rasterio()
+            rasterio = import_rasterio()
         except ImportError as err:
             raise ImportError(f"{path} is a GeoTIFF (or a TIFF PIL cannot read): {err}") from None
         with warnings.catch_warnings():
@@ -133,7 +136,7 @@ def write_image(path: str | Path, rgb: np.ndarray, like: Raster, quality: int = 
     data = to_array(rgb, like)
     path.parent.mkdir(parents=True, exist_ok=True)
     if like.is_geo:
-        _write_geotiff(path, data, like)
+        write_geotiff(path, data, like)
         return path
     arr = data[0] if like.gray else data.transpose(1, 2, 0)
     options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
@@ -141,8 +144,10 @@ def write_image(path: str | Path, rgb: np.ndarray, like: Raster, quality: int = 
     return path
 
 
-def _write_geotiff(path: Path, data: np.ndarray, like: Raster) -> None:
-    rasterio = _rasterio()
+def write_geotiff(path: Path, data: np.ndarray, like: Raster) -> None:
+    """Writes ``data`` (C, h, w) as a GeoTIFF with the georeferencing of ``like`` (same bounds, the pixel size
+    scaled to the new size), its nodata, tags and band descriptions."""
+    rasterio = import_rasterio()
     from rasterio.transform import Affine
 
     profile = dict(like.profile or {})

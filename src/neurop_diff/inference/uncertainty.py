@@ -33,7 +33,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
-from neurop_diff.inference.io import _rasterio, _write_geotiff
+from neurop_diff.inference.io import import_rasterio, write_geotiff
 from neurop_diff.inference.raster import Raster, resize_mask
 
 __all__ = ["COLORMAP", "STD_MAX", "check_samples", "colour_map", "grey_channel", "std_paths", "write_std"]
@@ -158,17 +158,17 @@ def _write_std_geotiff(path: Path, band: np.ndarray, like: Raster, tags: dict[st
     std_like = dataclasses.replace(
         like, profile=profile, nodata=float("nan"), descriptions=("std",), tags={**like.tags, **tags}
     )
-    _write_geotiff(path, band[None].astype(np.float32), std_like)
+    write_geotiff(path, band[None].astype(np.float32), std_like)
 
 
 def _append_std_band(path: Path, band: np.ndarray, like: Raster, tags: dict[str, str]) -> tuple[Path, int]:
     """Rewrite the float mean GeoTIFF ``path`` with ``band`` as an extra last band described ``std``; returns
     (path, the band's 1-based index). Masked pixels take the file's nodata."""
-    with _rasterio().open(path) as src:
+    with import_rasterio().open(path) as src:
         data = src.read()
     if like.nodata is not None:
         band = np.where(np.isnan(band), np.float32(like.nodata), band)
     names = tuple(like.descriptions[: len(data)]) + ("",) * (len(data) - len(like.descriptions))
     out_like = dataclasses.replace(like, descriptions=(*names, "std"), tags={**like.tags, **tags})
-    _write_geotiff(path, np.concatenate([data, band[None].astype(data.dtype)]), out_like)
+    write_geotiff(path, np.concatenate([data, band[None].astype(data.dtype)]), out_like)
     return path, len(data) + 1

@@ -4,18 +4,16 @@ Stages: ``operator`` evaluates SRNO exactly over the whole scene (chunked: memor
 size, result identical to one full evaluation); ``diffusion`` computes the operator prior once for the
 whole scene, then samples on overlapping UNet-sized tiles blended at every step (``diffusion.tiling``);
 ``samples=K`` averages K samples and maps their spread (``inference.ensemble``, ``inference.uncertainty``).
-Loaded checkpoints are cached per (file, device) in the process.
+Models are loaded by ``inference/loading.py`` (cached per (file, device) in the process).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,15 +25,18 @@ from neurop_diff.diffusion.tiling import plan_tiles
 from neurop_diff.inference import io
 from neurop_diff.inference.device import resolve_device, sampling_autocast
 from neurop_diff.inference.ensemble import mean_std
+from neurop_diff.inference.loading import (
+    DEFAULT_SCALE_MAX,
+    LoadedModel,
+    Stage,
+    clear_model_cache,
+    load_model,
+)
 from neurop_diff.inference.memory import check_memory
 from neurop_diff.inference.uncertainty import STD_MAX, check_samples, grey_channel, write_std
 
 if TYPE_CHECKING:
-    from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.lit.operator import OperatorModule
-    from neurop_diff.models.operator import SRNO
-
-    Checkpoint = str | Path | DiffusionModule | OperatorModule | SRNO | "LoadedModel"
+    from neurop_diff.inference.loading import Source as Checkpoint
 
 __all__ = [
     "DEFAULT_SCALE_MAX",
@@ -51,108 +52,9 @@ __all__ = [
     "upscale_tensor",
 ]
 
-Stage = Literal["diffusion", "operator"]
-#: Upper end of the training scales when a checkpoint does not record its datamodule (paper: U(1, 8)).
-DEFAULT_SCALE_MAX = 8.0
-#: Operator query points per chunk when the checkpoint does not say.
-DEFAULT_CHUNK = 65536
-
 
 class OutOfDistributionScaleWarning(UserWarning):
     """The requested scale is above the checkpoint's training range: allowed, but out of distribution."""
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedModel:
-    """A checkpoint ready for inference. ``stage``: the checkpoint's own stage. ``operator``: the SRNO (None for
-    a diffusion model with the bicubic condition). ``diffusion``: the DiffusionModule (diffusion checkpoints).
-    ``scale_max``: upper end of the training scales. ``chunk_size``: operator query points per chunk."""
-
-    stage: Stage
-    operator: SRNO | None
-    diffusion: DiffusionModule | None
-    scale_max: float
-    chunk_size: int | str | None
-    device: torch.device
-    source: str
-
-
-def load_model(checkpoint: Checkpoint, device: str | torch.device = "auto") -> LoadedModel:
-    """A :class:`LoadedModel` from a checkpoint file (OperatorModule or DiffusionModule checkpoint, or the
-    authors' SRNO weights) or from a module already in memory (moved to ``device``, set to eval).
-
-    Files are cached per (resolved path, modification time, device) for the life of the process.
-    """
-    dev = resolve_device(device)
-    if isinstance(checkpoint, LoadedModel):
-        if checkpoint.device != dev:
-            raise ValueError(f"model was loaded on {checkpoint.device}, asked to run on {dev}: reload it")
-        return checkpoint
-    if isinstance(checkpoint, (str, Path)):
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        stat = path.stat()
-        return _load_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(dev))
-    return _from_module(checkpoint, dev, DEFAULT_SCALE_MAX, source=type(checkpoint).__name__)
-
-
-def clear_model_cache() -> None:
-    """Forget the checkpoints loaded by :func:`load_model`."""
-    _load_file.cache_clear()
-
-
-def _from_module(module: Any, dev: torch.device, scale_max: float, source: str) -> LoadedModel:
-    from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.lit.operator import OperatorModule
-    from neurop_diff.models.operator import SRNO
-
-    if isinstance(module, DiffusionModule):
-        module = module.to(dev).eval()
-        return LoadedModel(
-            "diffusion", module.operator, module, scale_max, module.hparams.chunk_size, dev, source
-        )
-    if isinstance(module, OperatorModule):
-        model = module.model.to(dev).eval()
-        return LoadedModel("operator", model, None, scale_max, module.hparams.chunk_size, dev, source)
-    if isinstance(module, SRNO):
-        return LoadedModel("operator", module.to(dev).eval(), None, scale_max, DEFAULT_CHUNK, dev, source)
-    raise TypeError(
-        f"checkpoint must be a path, a DiffusionModule, an OperatorModule or an SRNO, got {type(module).__name__}"
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
-    from neurop_diff.lit.diffusion import DiffusionModule
-    from neurop_diff.weights.checkpoint import checkpoint_kind, load_operator, read_checkpoint
-
-    dev = torch.device(device)
-    obj = read_checkpoint(path, mmap=True)  # weights only; the modules copy what they use
-    kind = checkpoint_kind(obj)
-    hp = obj.get("hyper_parameters") if isinstance(obj, dict) else None
-    data_hp = obj.get("datamodule_hyper_parameters") if isinstance(obj, dict) else None
-    scale_max = float((data_hp or {}).get("scale_max", DEFAULT_SCALE_MAX))
-    if kind == "DiffusionModule":
-        try:
-            module = DiffusionModule.from_checkpoint(obj)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
-        return _from_module(module, dev, scale_max, source=path)
-    if kind == "neuropdiff":
-        raise ValueError(
-            f"{path} is the authors' NeurOp-Diff training checkpoint: convert it first with "
-            "`neurop-diff import-weights <file> --out <ckpt>`"
-        )
-    try:
-        model, _ = load_operator(obj)
-    except (KeyError, ValueError, TypeError) as err:
-        raise ValueError(
-            f"{path} is neither an OperatorModule/DiffusionModule checkpoint nor the authors' SRNO weights "
-            f"({err}); convert the authors' files with `neurop-diff import-weights`"
-        ) from err
-    chunk = hp.get("chunk_size", DEFAULT_CHUNK) if isinstance(hp, dict) else DEFAULT_CHUNK
-    return LoadedModel("operator", model.to(dev).eval(), None, scale_max, chunk, dev, path)
 
 
 def output_size(
@@ -232,24 +134,15 @@ def iter_samples(
     if stage == "operator":
         yield model.operator(lr, tuple(size), chunk_size=model.chunk_size).clamp(-1, 1).cpu()
         return
-    module = model.diffusion
-    hp, method = module.hparams, module.model
-    tile = int(hp.image_size) if tile is None else int(tile)
+    method, opts = model.diffusion, model.sampling.replace(sampler=sampler, steps=steps)
+    tile = int(model.tile) if tile is None else int(tile)
     overlap = tile // 4 if overlap is None else int(overlap)
-    factor = method.unet.factor
-    if tile < factor or tile % factor:
-        raise ValueError(
-            f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
-        )
-    _, grid = plan_tiles(tuple(size), tile, overlap, factor)  # validates before the costly prior
-    sampler = sampler or hp.get("sampler", "ddim")
-    steps = int(hp.sampling_steps if steps is None else steps)
-    # UNet evaluations per tile: DDPM visits every timestep, Heun evaluates twice per step but the last.
-    n_steps = {"ddpm": method.schedule.T, "heun": 2 * steps - 1}.get(sampler, steps)
+    _, grid = plan_tiles(tuple(size), tile, overlap, method.unet.factor)  # checks them before the prior
+    n_steps = opts.calls(method.schedule.T)  # UNet evaluations per tile
     seeds = [int(s) for s in seeds]
     bar = tqdm(
         total=n_steps * len(grid) * len(seeds),
-        desc=f"diffusion: {sampler} {n_steps} UNet calls x {len(grid)} tile(s)"
+        desc=f"diffusion: {opts.sampler} {n_steps} UNet calls x {len(grid)} tile(s)"
         + (f" x {len(seeds)} samples" if len(seeds) > 1 else ""),
         unit="tile",
         disable=not progress,
@@ -260,20 +153,9 @@ def iter_samples(
         for seed in seeds:
             with sampling_autocast(lr.device):
                 sample = method.sample(
-                    lr,
-                    tuple(size),
-                    steps=steps,
-                    eta=float(hp.eta),
-                    sampler=sampler,
-                    spacing=hp.spacing,
-                    lr_consistency=hp.get("lr_consistency", "none"),
-                    seed=seed,
-                    condition=cond,
-                    tile=tile,
-                    overlap=overlap,
-                    tile_batch=tile_batch,
-                    on_tiles=bar.update,
-                )
+                    lr, tuple(size), **opts.sample_kwargs(), seed=seed, condition=cond, tile=tile,
+                    overlap=overlap, tile_batch=tile_batch, on_tiles=bar.update,
+                )  # fmt: skip
             yield sample.float().clamp(-1, 1).cpu()
 
 

@@ -18,7 +18,16 @@ from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpo
 
 #: Checkpoint key of the SRTask state (the count of training batches that seeds the training random stream).
 STATE_KEY = "neurop_diff"
-__all__ = ["STAGES", "STATE_KEY", "SRTask", "checkpoint_kind", "stepwise", "stream_seed", "warmup_cosine"]
+__all__ = [
+    "STAGES",
+    "STATE_KEY",
+    "SRTask",
+    "checkpoint_kind",
+    "plain_value",
+    "stepwise",
+    "stream_seed",
+    "warmup_cosine",
+]
 
 
 def stream_seed(*parts: object) -> int:
@@ -87,7 +96,7 @@ class SRTask(L.LightningModule):
             differ = [
                 f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
                 for k in self.hparams
-                if k in self.ARCH_HPARAMS and k in hp and _plain(hp[k]) != _plain(self.hparams[k])
+                if k in self.ARCH_HPARAMS and k in hp and plain_value(hp[k]) != plain_value(self.hparams[k])
             ]
             why = (
                 f"the architecture settings differ ({', '.join(differ)})"
@@ -234,10 +243,11 @@ def stepwise(values: list[float], every: int) -> Callable[[int], float]:
     return factor
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists (a checkpoint may store either), for comparing hyper-parameters."""
+def plain_value(value: Any) -> Any:
+    """Tuples as lists, mappings and namespaces as dicts, recursively: hyper-parameters as comparable values
+    (a checkpoint and a config may store either form)."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return [plain_value(v) for v in value]
+    if hasattr(value, "items"):
+        return {k: plain_value(v) for k, v in dict(value.items()).items()}
     return value

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from neurop_diff.diffusion.consistency import LRConsistency
 from neurop_diff.diffusion.flow import TimeSampling, sample_flow_times
 from neurop_diff.diffusion.ksamplers import Sampler
+from neurop_diff.diffusion.options import SamplingOptions
 from neurop_diff.diffusion.parameterisation import LossWeighting, Prediction
 from neurop_diff.diffusion.sampling import Spacing
 from neurop_diff.diffusion.schedule import (
@@ -22,14 +23,14 @@ from neurop_diff.diffusion.schedule import (
     EDM_SIGMA_DATA,
     LevelSampling,
     NoiseSchedule,
-    make_schedule,
     sample_levels,
 )
-from neurop_diff.evaluation.realism import seed_std
+from neurop_diff.evaluation.spread import seed_std
 from neurop_diff.lit.base import SRTask, adam, stepwise
 from neurop_diff.lit.operator import load_operator
-from neurop_diff.models.liif import Operator
-from neurop_diff.models.neuropdiff import Condition, NeurOpDiff, Process, check_process, condition_channels
+from neurop_diff.models.build import neuropdiff_from_hparams
+from neurop_diff.models.neuropdiff import Condition, Process
+from neurop_diff.models.operator import Operator
 from neurop_diff.models.unet import NoiseEmbedding, UNet
 from neurop_diff.weights.checkpoint import build_operator
 from neurop_diff.weights.checkpoint import operator_args as full_operator_args
@@ -150,77 +151,24 @@ class DiffusionModule(SRTask):
         chunk_size: int | None = 65536,
     ) -> None:
         super().__init__()
-        if not 0 <= input_perturbation < 1:
-            raise ValueError(f"input_perturbation must be in [0, 1), got {input_perturbation}")
-        if sampling_steps < 1 or sampling_steps > timesteps:
+        _check_training_options(input_perturbation, level_sampling, p_std, time_sampling)
+        if sampling_steps > timesteps:
             raise ValueError(f"sampling_steps must be in [1, timesteps={timesteps}], got {sampling_steps}")
-        if level_sampling not in LevelSampling.__args__:
-            raise ValueError(
-                f"level_sampling must be one of {LevelSampling.__args__}, got {level_sampling!r}"
-            )
-        if not p_std > 0:
-            raise ValueError(f"p_std must be > 0 (the std of ln sigma of the training levels), got {p_std!r}")
-        check_process(process, condition, noise_embedding, conditioned, flow_noise)
-        if time_sampling not in TimeSampling.__args__:
-            raise ValueError(f"time_sampling must be one of {TimeSampling.__args__}, got {time_sampling!r}")
-        if lr_consistency not in LRConsistency.__args__:
-            raise ValueError(
-                f"lr_consistency must be one of {LRConsistency.__args__}, got {lr_consistency!r}"
-            )
-        if samples < 1:
-            raise ValueError(
-                f"samples must be >= 1 (samples drawn per image at validation/test), got {samples}"
-            )
-        operator: Operator | None = None
-        self._operator_loaded = False
-        if operator_ckpt is not None and Path(operator_ckpt).is_file():
-            operator, operator_args = load_operator(operator_ckpt)
-            self._operator_loaded = True
-        elif operator_args is not None:
-            # Rebuilt from this module's own checkpoint: the weights come with its state dict.
-            operator = build_operator(operator_args)
-            operator_args = full_operator_args(operator_args.get("arch", "srno"), operator_args)
-        elif condition != "bicubic" or operator_ckpt is not None:
-            raise FileNotFoundError(
-                f"operator checkpoint not found: {operator_ckpt!r} (model.init_args.operator_ckpt). The "
-                f"'{condition}' condition needs the trained operator: train it first with "
-                "`neurop-diff fit --config configs/operator.yaml` or import the authors' weights with "
-                "`neurop-diff import-weights`"
-            )
+        operator, operator_args, self._operator_loaded = _resolve_operator(
+            operator_ckpt, operator_args, condition
+        )
         self.save_hyperparameters()
         self.hparams["operator_args"] = operator_args
-        unet = UNet(
-            in_channels=3 + (condition_channels(condition, operator) if conditioned else 0),
-            out_channels=3,
-            base_channels=base_channels,
-            channel_mults=tuple(channel_mults),
-            res_blocks=res_blocks,
-            attn_resolutions=tuple(attn_resolutions),
-            image_size=image_size,
-            norm_groups=norm_groups,
-            dropout=dropout,
-            channels_last=channels_last,
-            noise_embedding=noise_embedding,
-        )
-        if residual or process == "flow":  # the untrained model returns its prior (a flow: its source)
-            torch.nn.init.zeros_(unet.out_conv.weight)
-            torch.nn.init.zeros_(unet.out_conv.bias)
-        self.model = NeurOpDiff(
-            unet,
-            make_schedule(schedule, timesteps, beta_start, beta_end),
-            operator,
-            condition=condition,
-            prediction=prediction,
-            residual=residual,
-            sigma_data=sigma_data,
-            clip_denoised=clip_denoised,
-            chunk_size=chunk_size,
-            process=process,
-            flow_noise=flow_noise,
-            conditioned=conditioned,
-        )
+        SamplingOptions.from_hparams(self.hparams)  # bad sampling options fail now, not at validation
+        self.model = neuropdiff_from_hparams(self.hparams, operator)
         # The training noise generator, reseeded for every batch (rank, batch count: see SRTask).
         self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        """How validation, test and predict sample (the recorded `sampler`, `sampling_steps`, `eta`, `spacing`,
+        `lr_consistency`, `seed`, `samples`)."""
+        return SamplingOptions.from_hparams(self.hparams)
 
     # The model's parts, by their usual names.
     @property
@@ -284,22 +232,21 @@ class DiffusionModule(SRTask):
         return self._sample_batch(batch, 1)[0]
 
     def _eval_step(self, batch: dict, batch_idx: int) -> dict[str, dict[str, Tensor]]:
-        sr, spread = self._sample_batch(batch, self.hparams.samples)
+        sr, spread = self._sample_batch(batch, self.sampling.samples)
         return {"sr": sr, **({"seed_std": {"diffusion": spread}} if spread is not None else {})}
 
     def _sample_batch(self, batch: dict, k: int) -> tuple[dict[str, Tensor], Tensor | None]:
         """({"diffusion": the sample of seed `seed`, "operator": the prior}, the (B,) seed spread of k samples
         with seeds seed..seed+k-1, or None for k = 1)."""
-        lr, hp = batch["lr"], self.hparams
+        lr, opts = batch["lr"], self.sampling
         size = tuple(batch["hr"].shape[-2:])
         cond, prior = self.condition(lr, size)
-        steps = hp.timesteps if hp.sampler == "ddpm" else hp.sampling_steps
-        bar = self._step_bar(f"{hp.sampler.upper()} x{float(batch['scale'][0]):.2f}", steps * k)
+        steps = self.schedule.T if opts.sampler == "ddpm" else opts.steps
+        bar = self._step_bar(f"{opts.sampler.upper()} x{float(batch['scale'][0]):.2f}", steps * k)
         # Every image starts from the same seeded noise, whatever batch or rank it is in (see `seed`).
         draws = [
             self.model.sample(
-                lr, size, steps=hp.sampling_steps, eta=hp.eta, sampler=hp.sampler, spacing=hp.spacing,
-                seed=hp.seed + j, condition=(cond, prior), lr_consistency=hp.lr_consistency,
+                lr, size, **opts.sample_kwargs(), seed=opts.seed + j, condition=(cond, prior),
                 callback=(lambda _: bar.update(1)) if bar is not None else None,
             )
             for j in range(k)
@@ -333,3 +280,37 @@ class DiffusionModule(SRTask):
         super().on_load_checkpoint(checkpoint)
         if self.operator is not None:
             rank_zero_info("DiffusionModule: operator weights restored from the diffusion checkpoint")
+
+
+def _check_training_options(
+    input_perturbation: float, level_sampling: str, p_std: float, time_sampling: str
+) -> None:
+    if not 0 <= input_perturbation < 1:
+        raise ValueError(f"input_perturbation must be in [0, 1), got {input_perturbation}")
+    if level_sampling not in LevelSampling.__args__:
+        raise ValueError(f"level_sampling must be one of {LevelSampling.__args__}, got {level_sampling!r}")
+    if not p_std > 0:
+        raise ValueError(f"p_std must be > 0 (the std of ln sigma of the training levels), got {p_std!r}")
+    if time_sampling not in TimeSampling.__args__:
+        raise ValueError(f"time_sampling must be one of {TimeSampling.__args__}, got {time_sampling!r}")
+
+
+def _resolve_operator(
+    operator_ckpt: str | None, operator_args: dict[str, Any] | None, condition: str
+) -> tuple[Operator | None, dict[str, Any] | None, bool]:
+    """(operator, its full `operator_args`, whether its trained weights were loaded): from `operator_ckpt`, or
+    rebuilt from the recorded `operator_args` (the weights then come with the module's state dict)."""
+    if operator_ckpt is not None and Path(operator_ckpt).is_file():
+        operator, args = load_operator(operator_ckpt)
+        return operator, args, True
+    if operator_args is not None:
+        arch = str(operator_args.get("arch", "srno"))
+        return build_operator(operator_args), full_operator_args(arch, operator_args), False
+    if condition != "bicubic" or operator_ckpt is not None:
+        raise FileNotFoundError(
+            f"operator checkpoint not found: {operator_ckpt!r} (model.init_args.operator_ckpt). The "
+            f"'{condition}' condition needs the trained operator: train it first with "
+            "`neurop-diff fit --config configs/operator.yaml` or import the authors' weights with "
+            "`neurop-diff import-weights`"
+        )
+    return None, None, False

@@ -9,13 +9,13 @@ file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from neurop_diff.files import atomic_write
 from neurop_diff.lit.diffusion import DiffusionModule
 from neurop_diff.lit.operator import OperatorModule
 from neurop_diff.weights.export import read_authors_weights
@@ -48,8 +48,6 @@ def import_weights(source: str | Path, out: str | Path, use_ema: bool = True) ->
     else:  # SRNO or LIIF: an OperatorModule of that arch
         module = OperatorModule(**weights.operator_args)
         module.model.load_state_dict(weights.operator)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(lightning_checkpoint(module), tmp)
-    os.replace(tmp, out)  # never a half-written checkpoint under the final name
+    with atomic_write(out) as tmp:  # never a half-written checkpoint under the final name
+        torch.save(lightning_checkpoint(module), tmp)
     return out

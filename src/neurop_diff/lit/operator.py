@@ -34,7 +34,7 @@ class OperatorModule(SRTask):
     attention, the paper's) or LIIF (EDSR encoder + local implicit MLP, the paper's Table 4 comparator).
 
     Args:
-        arch: `srno` or `liif` (`models/operator.py`, `models/liif.py`); checkpoints without it are SRNO.
+        arch: `srno` or `liif` (`models/srno.py`, `models/liif.py`); checkpoints without it are SRNO.
         encoder_blocks, encoder_width: the EDSR-baseline encoder of either arch (defaults: the authors').
         width, blocks, heads, head_width: SRNO's size (arch `srno` only).
         mlp_width, mlp_depth: LIIF's MLP hidden width and hidden layers (arch `liif` only; 256, 4).

@@ -25,16 +25,13 @@ rows per piece), so the tables' memory is bounded (``BAND_TABLE_BYTES``) and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .lift import LRFeatures, Neighbours, lift_direct, lr_features, neighbours
-
-if TYPE_CHECKING:
-    from .operator import SRNO
 
 LiftMode = Literal["auto", "table", "direct"]
 Output = Literal["rgb", "features"]
@@ -48,6 +45,23 @@ BLOCK0_TABLE_MAX_BYTES = 1 << 28
 BAND_TABLE_BYTES = 1 << 27
 
 
+class GalerkinOperator(Protocol):
+    """What the evaluator reads of SRNO (``models/srno.py``, which calls it): the lift, the Galerkin
+    blocks, the pointwise decode and the reference pass. Structural, so this module does not import SRNO."""
+
+    width: int
+    lift: nn.Linear
+    blocks: nn.ModuleList  # of GalerkinBlock
+
+    def encode(self, lr: Tensor) -> Tensor: ...
+
+    def decode(self, x: Tensor, lr: Tensor, coord: Tensor) -> Tensor: ...
+
+    def reference(
+        self, feat: Tensor, lr: Tensor, coord: Tensor, cell: Tensor, output: Output = "rgb"
+    ) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class _Band:
     """Pieces ``first <= j < stop`` whose points use only the feature rows ``lo <= row < hi``."""
@@ -59,7 +73,7 @@ class _Band:
 
 
 def evaluate(
-    model: SRNO,
+    model: GalerkinOperator,
     feat: Tensor,
     lr: Tensor,
     coord: Tensor,
@@ -132,13 +146,22 @@ def evaluate(
         folded.append(block.fold(total / n))
         if i == 0 and cached[0] is not None:
             cached[0].fold_block0(folded[0])
+    return _final_pass(model, bands, pieces, lifter, nbrs, folded, kept, points, lr, output)
+
+
+def _final_pass(
+    model, bands, pieces, lifter, nbrs, folded, kept, points, lr: Tensor, output: Output
+) -> Tensor:
+    """The last pass: every piece through all (folded) blocks, then the head (``rgb``) or not (``features``),
+    written into one (1, N, C) result; a piece's kept activations and neighbours are freed as it is done."""
+    n = sum(c.shape[1] for c in pieces)
     out = None
     start = 0
     for band in bands:
         lf = lifter(band)
         for j in range(band.first, band.stop):
             c = pieces[j]
-            x = _advance(model, lf, nbrs(j), folded, len(blocks), kept[j])
+            x = _advance(model, lf, nbrs(j), folded, len(model.blocks), kept[j])
             kept[j] = points[j] = None
             y = x if output == "features" else model.decode(x, lr, c)
             if out is None:
@@ -170,7 +193,12 @@ def _bands(grid: LRFeatures, pieces: tuple[Tensor, ...], width: int) -> list[_Ba
 
 
 def _advance(
-    model: SRNO, lifter: _Lift, nb: Neighbours, folded, level: int, state: tuple[Tensor, int] | None
+    model: GalerkinOperator,
+    lifter: _Lift,
+    nb: Neighbours,
+    folded,
+    level: int,
+    state: tuple[Tensor, int] | None,
 ) -> Tensor:
     """Activations after ``level`` blocks, from ``state`` = (x, blocks applied) or from scratch."""
     if state is not None:
@@ -207,7 +235,7 @@ class _Lift:
 
     def __init__(
         self,
-        model: SRNO,
+        model: GalerkinOperator,
         grid: LRFeatures,
         band: _Band,
         n_points: int,

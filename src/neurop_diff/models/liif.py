@@ -25,10 +25,9 @@ from torch import Tensor, nn
 from .chunked import PIECE_POINTS
 from .encoder import EDSREncoder
 from .lift import LRFeatures, lr_grid, neighbours
-from .operator import SRNO
 from .query import ChunkSize, batch_cell, check_image, on_grid, resolve_chunk
 
-__all__ = ["LIIF", "Operator"]
+__all__ = ["LIIF"]
 
 
 class LIIF(nn.Module):
@@ -127,7 +126,3 @@ class LIIF(nn.Module):
         x = x + torch.matmul(nb.rel.view(b, n, 4, 2), w_rel.t())
         pred = self.mlp[1:](x)  # (B, n, 4, 3): one prediction per neighbour
         return (pred * nb.weights.view(b, n, 4, 1)).sum(2)
-
-
-#: Either neural operator: what NeurOpDiff and the DiffusionModule take as the frozen prior.
-Operator = SRNO | LIIF

@@ -40,10 +40,10 @@ from neurop_diff.diffusion.parameterisation import (
 )
 from neurop_diff.diffusion.sampling import Spacing, default_noise_sampler, get_sigmas, truncate_sigmas
 from neurop_diff.diffusion.schedule import NoiseSchedule, gamma_to_sigma, level_dtype, sigma_to_gamma
-from neurop_diff.diffusion.tiling import pad_for_tiles, tiled_denoiser
+from neurop_diff.diffusion.tiling import check_tile_size, pad_for_tiles, tiled_denoiser
 
-from .liif import Operator
-from .operator import SRNO
+from .operator import Operator
+from .srno import SRNO
 from .unet import UNet
 
 __all__ = [
@@ -312,10 +312,8 @@ class NeurOpDiff(nn.Module):
         factor = self.unet.factor
         tile_px = int(tile) if tile is not None else max(h, w)
         overlap = tile_px // 4 if overlap is None else int(overlap)
-        if tile is not None and (tile_px < factor or tile_px % factor):
-            raise ValueError(
-                f"tile must be a positive multiple of {factor} (the UNet's downsampling), got {tile}"
-            )
+        if tile is not None:
+            check_tile_size(tile_px, factor)
         cond, (hp, wp), grid = pad_for_tiles(cond, (h, w), -(-tile_px // factor) * factor, overlap, factor)
         if x_T is None:
             x_T, own = starting_noise(seed, (1, 3, hp, wp))

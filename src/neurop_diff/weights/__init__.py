@@ -1,4 +1,9 @@
-"""Checkpoint files and the authors' published weights (plain tensors only: read with ``weights_only=True``)."""
+"""Checkpoint files and the authors' published weights (plain tensors only: read with ``weights_only=True``).
+
+Floors, each importing only those below it: ``reader`` (the one ``torch.load``, its errors) -> ``rename`` (the
+authors' names to ours, the strict check) -> the formats ``srno``, ``liif``, ``unet`` -> ``checkpoint`` (what a
+file holds, the operator in it) -> ``neuropdiff``, ``export``.
+"""
 
 from .checkpoint import (
     ARCHS,

@@ -1,30 +1,28 @@
-"""The one reader of checkpoint and weights files: weights only, the stage a file holds, the operator in it.
+"""What a checkpoint or weights file holds: its stage, the operator in it (read by ``weights/reader.py``).
 
-* :func:`read_checkpoint` is the only ``torch.load`` of the package: ``weights_only=True`` always (tensors and
-  plain containers; no pickled object is ever built, whatever a caller asks), memory-mapped when the caller
-  only peeks (``mmap=True``, zip-format files). Errors name the file and say which of two things is wrong:
-  "not a checkpoint: truncated or corrupt" or "holds Python objects, refused: would execute code".
+* :func:`read_checkpoint` (re-exported from ``weights/reader.py``) is the only ``torch.load`` of the package.
 * :func:`checkpoint_kind` tells what a loaded file is: an ``OperatorModule`` or ``DiffusionModule`` training
   checkpoint, the authors' SRNO or LIIF weights (``"srno"``, ``"liif"``) or a NeurOp-Diff training checkpoint
   (``"neuropdiff"``).
+* :class:`Checkpoint`: one file read once, its kind, recorded hyper-parameters and the plain models in it
+  (the operator, NeurOp-Diff, the sampling options), built without Lightning: what inference loads.
 * :func:`load_operator` builds the frozen operator (SRNO or LIIF) of an OperatorModule checkpoint or of the
   authors' weights; :func:`build_operator` the operator of recorded ``operator_args`` (``arch`` and sizes).
 """
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from neurop_diff.models.liif import LIIF, Operator
-from neurop_diff.models.operator import SRNO
+from neurop_diff.diffusion.options import SamplingOptions
+from neurop_diff.models.build import neuropdiff_from_hparams
+from neurop_diff.models.liif import LIIF
+from neurop_diff.models.neuropdiff import NeurOpDiff
+from neurop_diff.models.operator import Operator
+from neurop_diff.models.srno import SRNO
 from neurop_diff.weights.liif import (
     LIIF_ARGS,
     LIIF_DEFAULTS,
@@ -32,6 +30,12 @@ from neurop_diff.weights.liif import (
     is_liif_checkpoint,
     liif_args_from_state_dict,
     load_liif_weights,
+)
+from neurop_diff.weights.reader import (
+    CheckpointError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    read_checkpoint,
 )
 from neurop_diff.weights.srno import (
     SRNO_ARGS,
@@ -44,6 +48,7 @@ from neurop_diff.weights.srno import (
 __all__ = [
     "ARCHS",
     "STAGES",
+    "Checkpoint",
     "CheckpointError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
@@ -65,61 +70,6 @@ STAGES = {
     "OperatorModule": "stage 1, the neural operator: configs/operator*.yaml",
     "DiffusionModule": "stage 2, the diffusion model: configs/diffusion*.yaml",
 }
-
-# torch's weights-only unpickler names a refused class or function as "GLOBAL module.name" (pinned by
-# tests/test_security.py): anything else it raises is a file that is not a pickle stream at all.
-_OBJECT_MARK = re.compile(r"GLOBAL [\w.]+|Unsupported global")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file that cannot be used; the message names the file."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """Truncated, corrupt, or not a ``torch.save`` file."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file holds pickled Python objects (classes, functions): loading them would run code."""
-
-
-def read_checkpoint(path: str | PathLike[str], *, mmap: bool = False) -> Any:
-    """The content of a ``torch.save`` file on the CPU, weights only.
-
-    Args:
-        path: the file.
-        mmap: memory-map the tensors instead of reading them (zip-format files; others are read), for callers
-            that only look at a part (the hyper-parameters, one sub-model).
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        CorruptCheckpointError: truncated, corrupt or not a checkpoint.
-        UnsafeCheckpointError: it holds pickled objects other than tensors and plain containers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        found = _OBJECT_MARK.search(str(err))
-        if found is None:
-            raise _corrupt(path, err) from err
-        raise UnsafeCheckpointError(
-            f"{path}: holds Python objects, refused: would execute code ({found.group(0)}); only plain weights "
-            "are accepted (tensors and plain containers): re-save the weights alone, e.g. "
-            "torch.save(model.state_dict(), path), in an environment you trust"
-        ) from None
-    except (RuntimeError, EOFError, KeyError, OSError, ValueError, IndexError) as err:
-        raise _corrupt(path, err) from err
-
-
-def _corrupt(path: Path, err: BaseException) -> CorruptCheckpointError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
-    return CorruptCheckpointError(
-        f"{path}: not a checkpoint: truncated or corrupt (a copy or save cut short, or not a torch.save file; "
-        f"{type(err).__name__}: {first})"
-    )
 
 
 def checkpoint_kind(obj: Any) -> str | None:
@@ -229,3 +179,65 @@ def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[Operat
         )
     model.eval().requires_grad_(False)
     return model, args
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """One checkpoint or weights file, read once (weights only, memory-mapped): ``kind`` (see
+    :func:`checkpoint_kind`), the recorded hyper-parameters and the plain models in it, on the CPU in eval mode.
+    The one place that turns a file into models: inference needs no LightningModule."""
+
+    source: str
+    content: Mapping[str, Any]
+    kind: str | None
+
+    @classmethod
+    def read(cls, path: str | PathLike[str]) -> Checkpoint:
+        obj = read_checkpoint(path, mmap=True)
+        return cls(str(path), obj if isinstance(obj, Mapping) else {}, checkpoint_kind(obj))
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The training module's hyper-parameters ({} for the authors' weights)."""
+        return dict(self.content.get("hyper_parameters") or {})
+
+    @property
+    def data_hparams(self) -> dict[str, Any]:
+        """The datamodule's hyper-parameters ({} when not recorded)."""
+        return dict(self.content.get("datamodule_hyper_parameters") or {})
+
+    def operator(self) -> Operator:
+        """The trained operator: of an OperatorModule checkpoint, the authors' SRNO / LIIF weights, or the one
+        stored inside a DiffusionModule checkpoint."""
+        if self.kind != "DiffusionModule":
+            return load_operator(self.content)[0]
+        model = self.neuropdiff()
+        if model.operator is None:
+            raise ValueError(f"{self.source} has no operator (a diffusion model with the bicubic condition)")
+        return model.operator
+
+    def neuropdiff(self) -> NeurOpDiff:
+        """NeurOp-Diff of a DiffusionModule checkpoint (its stored weights: EMA weights when trained with EMA)."""
+        if self.kind != "DiffusionModule":
+            hint = (
+                stage_hint(self.kind, "DiffusionModule")
+                or f"{self.source} is not a DiffusionModule checkpoint"
+            )
+            raise ValueError(hint)
+        hp = self.hparams
+        operator = build_operator(hp["operator_args"]) if hp.get("operator_args") else None
+        model = neuropdiff_from_hparams(hp, operator)
+        state = {
+            k[len("model.") :]: v for k, v in self.content["state_dict"].items() if k.startswith("model.")
+        }
+        try:
+            model.load_state_dict(state)  # strict
+        except RuntimeError as err:
+            raise ValueError(
+                f"{self.source} does not fit the model its hyper-parameters describe: {err}"
+            ) from err
+        return model.eval()
+
+    def sampling(self, **overrides: Any) -> SamplingOptions:
+        """The sampling options the checkpoint records, with ``overrides`` (None values ignored) on top."""
+        return SamplingOptions.from_hparams(self.hparams, **overrides)

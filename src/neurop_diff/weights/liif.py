@@ -27,7 +27,14 @@ import torch
 from torch import Tensor
 
 from ..models.liif import LIIF
-from .srno import ENCODER_INVERSE, ENCODER_RULES, _strip, convert_state_dict, load_weights, unwrap_state_dict
+from .rename import (
+    ENCODER_INVERSE,
+    ENCODER_RULES,
+    convert_state_dict,
+    load_weights,
+    strip_prefixes,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "LIIF_ARGS",
@@ -62,7 +69,7 @@ def is_liif_checkpoint(obj: Any) -> bool:
     if isinstance(inner, Mapping) and inner.get("name") == "liif":
         return True
     sd = inner if isinstance(inner, Mapping) else obj
-    return any(_strip(str(k)).startswith("imnet.") for k in sd)
+    return any(strip_prefixes(str(k)).startswith("imnet.") for k in sd)
 
 
 def check_liif_args(args: Mapping[str, Any]) -> None:
@@ -104,7 +111,7 @@ def liif_args_from_state_dict(sd: Mapping[str, Tensor]) -> dict[str, int]:
     Raises:
         ValueError: the MLP's input is not 9 * channels + 4 (a variant without unfolding or cell decoding).
     """
-    sd = {_strip(k): v for k, v in sd.items()}
+    sd = {strip_prefixes(k): v for k, v in sd.items()}
     args = dict(LIIF_DEFAULTS)
     res = {int(m.group(1)) for k in sd if (m := re.fullmatch(r"encoder\.body\.(\d+)\.body\.0\.weight", k))}
     layers = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"imnet\.layers\.(\d+)\.weight", k)))

@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from neurop_diff.models.unet import UNet
-from neurop_diff.weights.checkpoint import read_checkpoint
+from neurop_diff.weights.reader import read_checkpoint
 from neurop_diff.weights.unet import UNET_PREFIX, convert_unet_state_dict
 
 __all__ = ["SRNO_PREFIX", "load_neuropdiff_checkpoint", "split_neuropdiff_checkpoint"]
