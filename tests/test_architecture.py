@@ -13,11 +13,11 @@ FLOORS = [
     {"coords", "files", "compat", "runtime"},
     {"data"},
     {"diffusion", "evaluation"},
+    {"comparison"},
     {"models"},
     {"weights"},
     {"lit", "checkpointing", "callbacks", "loggers"},
     {"inference"},
-    {"experiments"},
     {"cli", "__main__", "__init__"},
 ]
 FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}

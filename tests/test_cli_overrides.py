@@ -1,6 +1,6 @@
 """What the user typed wins over a checkpoint's hyper-parameters (the README's evaluation command); an architecture
 setting that contradicts the checkpoint is an error naming both values; one-line errors from the console; the
-private LightningCLI / jsonargparse behaviour cli.py relies on (neurop_diff.compat), pinned."""
+private LightningCLI / jsonargparse behaviour cli/lightning.py relies on (neurop_diff.compat), pinned."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 
 from neurop_diff import compat
 from neurop_diff.checkpointing import AtomicCheckpointIO
-from neurop_diff.cli import _cli, main
+from neurop_diff.cli import main
+from neurop_diff.cli.lightning import lightning_cli
 from test_cli import TINY_DATA, TINY_UNET
 from test_resume import callbacks_config
 
@@ -48,7 +49,7 @@ def test_readme_evaluation_command_runs_the_typed_steps_and_seed(diffusion_run, 
     stored = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     assert (stored["sampling_steps"], stored["seed"]) == (3, 0)
     # README "Evaluate a trained run", on this run (plus where to write and a small test set).
-    cli = _cli(["test", "--config", str(diffusion_run / "config.yaml"), "--ckpt_path", str(ckpt),
+    cli = lightning_cli(["test", "--config", str(diffusion_run / "config.yaml"), "--ckpt_path", str(ckpt),
                 "--data.init_args.test_scales", "[9, 10]", "--model.init_args.sampling_steps", "100",
                 "--model.init_args.seed", "1", f"--data.init_args.root={shared_data / 'rsscn7'}",
                 "--data.init_args.max_eval_images=1", *_logger(tmp_path, "test")])  # fmt: skip
@@ -61,7 +62,7 @@ def test_readme_evaluation_command_runs_the_typed_steps_and_seed(diffusion_run, 
 def test_untyped_options_come_from_the_checkpoint(diffusion_run, tmp_path, shared_data):
     ckpt = diffusion_run / "checkpoints" / "last.ckpt"
     arch = [f for f in TINY_UNET if "sampling_steps" not in f]
-    cli = _cli(["test", "--config", DIFFUSION_CFG, *arch, "--model.init_args.condition=bicubic",
+    cli = lightning_cli(["test", "--config", DIFFUSION_CFG, *arch, "--model.init_args.condition=bicubic",
                 f"--ckpt_path={ckpt}", f"--data.init_args.root={shared_data / 'rsscn7'}", *TINY_DATA,
                 "--data.init_args.test_scales=[4]", "--trainer.limit_test_batches=1",
                 *_logger(tmp_path, "t")])  # fmt: skip
@@ -132,7 +133,7 @@ def test_pinned_private_behaviour(capsys):
     """What neurop_diff.compat relies on in LightningCLI and jsonargparse: an upgrade that changes it fails here."""
     from lightning.pytorch.cli import LightningCLI
 
-    from neurop_diff.cli import NeuropDiffCLI
+    from neurop_diff.cli.lightning import NeuropDiffCLI
 
     source = inspect.getsource(LightningCLI.__init__)
     calls = ("self.parse_arguments(", "self._parse_ckpt_path()", "self.before_instantiate_classes()")

@@ -13,14 +13,14 @@ import pytest
 import yaml
 
 from neurop_diff.cli import main
-from neurop_diff.evaluation.compare import build_comparison, load_run, load_runs
-from neurop_diff.evaluation.compare_tables import (
+from neurop_diff.comparison.compare import build_comparison, load_run, load_runs
+from neurop_diff.comparison.paper import TABLE3_SCALES, TABLE3_UNPLACED, paper_rows
+from neurop_diff.comparison.tables import (
     comparison_latex,
     comparison_markdown,
     figure_size,
     read_comparison_csv,
 )
-from neurop_diff.evaluation.paper import TABLE3_SCALES, TABLE3_UNPLACED, paper_rows
 from test_cli import TINY_DATA, TINY_OPERATOR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_csv_round_trip(two_runs, tmp_path):
     c = build_comparison(
         load_runs([str(p) for p in two_runs]), metrics=["psnr", "lpips"], paper=paper_rows("table4")
     )
-    from neurop_diff.evaluation.compare_tables import write_comparison_csv
+    from neurop_diff.comparison.tables import write_comparison_csv
 
     back = read_comparison_csv(write_comparison_csv(c, tmp_path / "c.csv"))
     expected = [(m, i, r) for m in c.metrics for i, r in c.rows_for(m)]

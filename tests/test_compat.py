@@ -122,3 +122,65 @@ def test_jsonargparse_union_errors_and_the_one_line_the_cli_shows():
     inner = class_error(err.value)
     assert isinstance(inner, ValueError) and str(inner) == "size must be >= 0, got -1"
     assert class_error(ValueError("plain")) is None
+
+
+def test_private_lightning_and_wandb_attributes_the_compat_helpers_read(tmp_path):
+    """attached_trainer reads LightningModule._trainer (the public property raises when none is attached);
+    started_wandb_run / close_wandb_run read and reset WandbLogger._experiment."""
+    import lightning
+
+    from neurop_diff.compat import attached_trainer, close_wandb_run, started_wandb_run
+
+    module = lightning.LightningModule()
+    assert attached_trainer(module) is None
+    with pytest.raises(RuntimeError, match="not attached"):
+        module.trainer  # noqa: B018
+    trainer = lightning.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = trainer
+    assert attached_trainer(module) is trainer
+    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
+    assert started_wandb_run(logger) is None
+
+    class Run:
+        code = None
+
+        def finish(self, exit_code):
+            Run.code = exit_code
+
+    logger._experiment = Run()
+    assert isinstance(started_wandb_run(logger), Run)
+    close_wandb_run(logger, exit_code=1)
+    assert Run.code == 1 and started_wandb_run(logger) is None
+    assert "self._experiment" in inspect.getsource(WandbLogger.experiment.fget)
+
+
+def test_private_attributes_are_read_only_in_compat():
+    """Outside compat.py no module reads another library's private attribute: `x._name` where x is not self,
+    or `self._name` that the package never defines (a parent class's, e.g. Lightning's `_trainer`)."""
+    import re
+
+    # NamedTuple's _replace / _asdict / _fields / _make are public API despite the underscore.
+    other = re.compile(r"\b(?!self\b|cls\b)[a-z_]\w*\._(?!_|replace\b|asdict\b|fields\b|make\b)[a-z]\w*\b")
+    own = re.compile(r"\bself\.(_[a-z]\w*)\b")
+    sources = {p: p.read_text() for p in SRC.rglob("*.py")}
+    defined = set()  # private names the package defines itself (its own classes' attributes and methods)
+    for text in sources.values():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else []:
+                for leaf in ast.walk(target):
+                    defined |= {leaf.attr} if isinstance(leaf, ast.Attribute) else set()
+                    defined |= {leaf.id} if isinstance(leaf, ast.Name) else set()
+    found = []
+    for p, text in sources.items():
+        if p.name == "compat.py":
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            code = line.split("#")[0]
+            if line.lstrip().startswith(("import", "from")):
+                continue
+            if other.search(code) or any(name not in defined for name in own.findall(code)):
+                found.append(f"{p.relative_to(SRC)}:{n}: {line.strip()}")
+    assert not found, found

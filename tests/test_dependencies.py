@@ -20,7 +20,7 @@ SRC = REPO / "src" / "neurop_diff"
 # dependency: (oldest version with what the code uses, what it is, where it is used)
 NEEDED = {
     "lightning": ("2.6", "WeightAveraging / EMAWeightAveraging callbacks", "checkpointing.py"),
-    "jsonargparse": ("4.39", "the version LightningCLI 2.6 requires", "cli.py"),
+    "jsonargparse": ("4.39", "the version LightningCLI 2.6 requires", "cli/lightning.py"),
     "torchmetrics": ("1.2.1", "LPIPS without the third-party lpips package", "evaluation/lpips.py"),
     "torch": ("2.1", "torch.load(mmap=True)", "weights/checkpoint.py"),
 }

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from neurop_diff.cli import main
-from neurop_diff.experiments import load_experiment, plan_experiment, run_experiment
+from neurop_diff.comparison.experiments import load_experiment, plan_experiment, run_experiment
 from test_cli import TINY_DATA, TINY_OPERATOR, TINY_UNET
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.crs import CRS  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
+from neurop_diff.cli.upscale import upscale_main  # noqa: E402
 from neurop_diff.inference import io, upscale, upscale_file  # noqa: E402
-from neurop_diff.inference.cli import upscale_main  # noqa: E402
 from neurop_diff.models.srno import SRNO  # noqa: E402
 
 H, W = 40, 48

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from neurop_diff.cli import main
+from neurop_diff.cli.upscale import upscale_main
 from neurop_diff.data import SRDataModule
 from neurop_diff.data.datasets import CorruptImageError, ImageFolder
 from neurop_diff.data.images import FloatImageWarning
 from neurop_diff.inference import io
 from neurop_diff.inference import memory as memory_mod
-from neurop_diff.inference.cli import upscale_main
 from neurop_diff.inference.upscale import upscale
 from neurop_diff.lit import DiffusionModule, OperatorModule
 from test_cli import REPO, TINY_UNET

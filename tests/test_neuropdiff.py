@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import neurop_diff.models.neuropdiff as neuropdiff_module
+from neurop_diff.cli.upscale import upscale_main
 from neurop_diff.diffusion.parameterisation import to_x0
 from neurop_diff.diffusion.schedule import gamma_to_sigma, make_schedule, sigma_to_gamma
 from neurop_diff.inference import load_model, upscale, upscale_tensor
-from neurop_diff.inference.cli import upscale_main
 from neurop_diff.lit import DiffusionModule
 from neurop_diff.models.neuropdiff import NeurOpDiff, starting_noise
 from neurop_diff.models.unet import UNet, c_noise

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from neurop_diff.cli.upscale import upscale_main
 from neurop_diff.inference import load_model, upscale, upscale_file, upscale_tensor
-from neurop_diff.inference.cli import upscale_main
 from neurop_diff.inference.ensemble import RunningStats, mean_std
 from neurop_diff.inference.memory import estimate_bytes
 from neurop_diff.inference.uncertainty import STD_MAX, colour_map, std_paths

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neurop_diff.cli.upscale import output_name, upscale_main
 from neurop_diff.inference import (
     OutOfDistributionScaleWarning,
     clear_model_cache,
@@ -19,7 +20,6 @@ from neurop_diff.inference import (
     upscale,
     upscale_tensor,
 )
-from neurop_diff.inference.cli import output_name, upscale_main
 from neurop_diff.inference.upscale import output_size
 from neurop_diff.lit.diffusion import DiffusionModule
 from neurop_diff.lit.operator import OperatorModule

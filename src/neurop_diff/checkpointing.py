@@ -9,9 +9,11 @@
 * `SaveOnSigterm` saves `last.ckpt` when the run receives SIGTERM (preemption, `scancel`, a SLURM time limit);
   Lightning then stops at the end of the current batch and the process exits with status 0.
 * `find_resume_version` lets `fit --ckpt_path last` continue in the run folder that holds the newest `last.ckpt`
-  (loggers otherwise open a new `version_N` folder, where "last" finds nothing).
+  (loggers otherwise open a new `version_N` folder, where "last" finds nothing); `last_checkpoint` finds the
+  file `fit --ckpt_path last` resumes from the parsed config.
 
-`neurop_diff.cli` installs the first two on every trainer it builds (unless a custom CheckpointIO is set).
+`neurop_diff.cli.lightning` installs the first two on every trainer it builds (unless a custom CheckpointIO is
+set).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from neurop_diff.files import TMP_MARK, atomic_write, remove_leftovers
 from neurop_diff.weights.reader import read_checkpoint
 
-__all__ = ["AtomicCheckpointIO", "SaveOnSigterm", "ensure_safe_checkpointing", "find_resume_version"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "SaveOnSigterm",
+    "ensure_safe_checkpointing",
+    "find_resume_version",
+    "last_checkpoint",
+]
 
 
 def _is_local(path: str | os.PathLike[str]) -> bool:
@@ -145,3 +153,44 @@ def find_resume_version(save_dir: str | os.PathLike[str], name: str | None) -> t
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)
     return newest.parent.parent.name, newest
+
+
+def last_checkpoint(config: Any) -> Path | None:
+    """The file `fit --ckpt_path last` resumes: the newest `last*.ckpt` of the run the config describes (an
+    explicit ModelCheckpoint `dirpath`; the logger's `save_dir/name/version`, or the newest version when the
+    logger is unversioned; without a logger `default_root_dir/checkpoints`). None when there is none (the fit
+    starts from scratch, as Lightning does).
+
+    With an unversioned CSV/TensorBoard logger Lightning would look in the new run's (empty) version folder;
+    the resumed run logs into a new version folder and the next `--ckpt_path last` finds its checkpoints."""
+    trainer = config.trainer
+    folders: list[Path] = []
+    for cb in trainer.get("callbacks") or []:
+        args = cb.get("init_args") if hasattr(cb, "get") else None
+        if str(cb.get("class_path", "")).endswith("ModelCheckpoint") and args and args.get("dirpath"):
+            folders.append(Path(args.get("dirpath")))
+    logger = trainer.get("logger")
+    logger = logger[0] if isinstance(logger, list) and logger else logger
+    root = Path(trainer.get("default_root_dir") or ".")
+    args = logger.get("init_args") if hasattr(logger, "get") else None
+    if logger in (None, True):  # Lightning's default logger: <default_root_dir>/lightning_logs/version_N
+        found = find_resume_version(root, "lightning_logs")
+        folders += [found[1].parent] if found else []
+    elif args is not None and args.get("save_dir") is not None:
+        if args.get("version") is None:
+            found = find_resume_version(args.get("save_dir"), args.get("name"))
+            folders += [found[1].parent] if found else []
+        else:
+            version = args.get("version")
+            version = version if isinstance(version, str) else f"version_{version}"
+            folders.append(Path(args.get("save_dir")) / (args.get("name") or "") / version / "checkpoints")
+    elif logger is False:
+        folders.append(root / "checkpoints")
+    files = [
+        p
+        for f in folders
+        if f.is_dir()
+        for p in f.glob("last*.ckpt")
+        if p.is_file() and TMP_MARK not in p.name
+    ]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None

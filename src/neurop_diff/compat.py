@@ -19,11 +19,14 @@ __all__ = [
     "UNION_ERROR",
     "UNKNOWN_INIT_ARG",
     "UNKNOWN_OPTION",
+    "attached_trainer",
     "class_error",
+    "close_wandb_run",
     "parser_options",
     "set_init_arg",
     "shard_of",
     "skip_lightning_ckpt_merge",
+    "started_wandb_run",
     "union_error_line",
 ]
 
@@ -179,3 +182,26 @@ def union_error_line(err: BaseException | None) -> str | None:
     ):  # an error of the class itself (an unknown key): jsonargparse's words, which the hints read
         parts.append(f"Problem with given class_path '{class_path}'")
     return ": ".join([*parts, re.sub(r"\s*\n\s*", " ", str(chain[-1]).strip())])
+
+
+def attached_trainer(module: Any) -> Any | None:
+    """The Trainer a LightningModule is attached to, or None (a module used on its own: tests, inference).
+
+    Relies on: ``LightningModule._trainer``; the public ``trainer`` property raises when none is attached, and
+    there is no public way to ask."""
+    return getattr(module, "_trainer", None)
+
+
+def started_wandb_run(logger: Any) -> Any | None:
+    """The W&B run of a Lightning ``WandbLogger`` if it has started, else None (reading ``experiment`` would
+    start it). Relies on: ``WandbLogger._experiment``, the run once ``experiment`` was first read."""
+    return getattr(logger, "_experiment", None)
+
+
+def close_wandb_run(logger: Any, exit_code: int) -> None:
+    """Finish the logger's started run now (its summary is written) and forget it, so a later ``experiment``
+    in this process starts a new one. Relies on: ``WandbLogger._experiment`` (as :func:`started_wandb_run`)."""
+    run = started_wandb_run(logger)
+    if run is not None and hasattr(run, "finish"):
+        run.finish(exit_code=exit_code)
+        logger._experiment = None

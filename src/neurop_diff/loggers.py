@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from neurop_diff.compat import set_init_arg
+from neurop_diff.compat import close_wandb_run, set_init_arg, started_wandb_run
 from neurop_diff.evaluation.results import EvalResults
 
 Mode = Literal["auto", "online", "offline", "disabled"]
@@ -138,9 +138,9 @@ class WandbLogger(_WandbLogger):
 
     @property
     def experiment(self) -> Any:
-        first = self._experiment is None
+        first = started_wandb_run(self) is None
         run = _WandbLogger.experiment.fget(self)
-        if first and self._experiment is not None:
+        if first and started_wandb_run(self) is not None:
             self._after_init()
         return run
 
@@ -148,12 +148,10 @@ class WandbLogger(_WandbLogger):
     def finalize(self, status: str) -> None:
         super().finalize(status)
         # Close the run so its summary is written now (and a later fit/test in this process starts a new run).
-        if self._experiment is not None and hasattr(self._experiment, "finish"):
-            self._experiment.finish(exit_code=0 if status == "success" else 1)
-            self._experiment = None
+        close_wandb_run(self, exit_code=0 if status == "success" else 1)
 
     def _after_init(self) -> None:
-        run = self._experiment
+        run = started_wandb_run(self)
         if self.mode == "disabled" or run is None:
             return
         summaries = (

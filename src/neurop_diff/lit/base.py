@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from neurop_diff.compat import attached_trainer
 from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint, stage_hint
 
 #: Checkpoint key of the SRTask state (the count of training batches that seeds the training random stream).
@@ -63,7 +64,7 @@ class SRTask(L.LightningModule):
     # --- the training random stream ----------------------------------------------------------------------
     def training_seed(self, stream: str = "global") -> int:
         """Seed of this training batch for `stream` (call within a training step)."""
-        rank = self.global_rank if self._trainer is not None else 0
+        rank = self.global_rank if attached_trainer(self) is not None else 0
         return stream_seed(stream, self.hparams.get("seed", 0), rank, self._train_batches - 1)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -175,7 +176,7 @@ class SRTask(L.LightningModule):
         # rank learns of a non-finite loss on any rank (one scalar all-reduce), so all stop together instead of
         # the others waiting for the gradients forever.
         bad = (~torch.isfinite(loss.detach())).float()
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         if trainer is not None and trainer.world_size > 1:
             bad = trainer.strategy.reduce(bad, reduce_op="sum")
         if float(bad) == 0:

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from neurop_diff.compat import attached_trainer
 from neurop_diff.diffusion.consistency import LRConsistency
 from neurop_diff.diffusion.flow import TimeSampling, sample_flow_times
 from neurop_diff.diffusion.ksamplers import Sampler
@@ -29,7 +30,7 @@ from neurop_diff.evaluation.spread import seed_std
 from neurop_diff.lit.base import SRTask, adam, stepwise
 from neurop_diff.lit.operator import load_operator
 from neurop_diff.models.build import neuropdiff_from_hparams
-from neurop_diff.models.neuropdiff import Condition, Process
+from neurop_diff.models.neuropdiff import Condition, Process, check_process
 from neurop_diff.models.operator import Operator
 from neurop_diff.models.unet import NoiseEmbedding, UNet
 from neurop_diff.weights.checkpoint import build_operator
@@ -152,6 +153,7 @@ class DiffusionModule(SRTask):
     ) -> None:
         super().__init__()
         _check_training_options(input_perturbation, level_sampling, p_std, time_sampling)
+        check_process(process, condition, noise_embedding, conditioned, flow_noise)  # before any file is read
         if sampling_steps > timesteps:
             raise ValueError(f"sampling_steps must be in [1, timesteps={timesteps}], got {sampling_steps}")
         operator, operator_args, self._operator_loaded = _resolve_operator(
@@ -261,7 +263,7 @@ class DiffusionModule(SRTask):
     def _step_bar(self, desc: str, total: int) -> tqdm | None:
         """A transient bar over the sampling steps of one batch, under Lightning's own bars (rank 0 only)."""
         if (
-            self._trainer is None
+            attached_trainer(self) is None
             or not self.trainer.is_global_zero
             or self.trainer.progress_bar_callback is None
         ):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from neurop_diff.compat import attached_trainer
 from neurop_diff.data.degradation import make_cell, make_coord
 from neurop_diff.lit.base import SRTask, adam, warmup_cosine
 from neurop_diff.weights import (
@@ -123,7 +124,7 @@ class OperatorModule(SRTask):
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches if self._trainer else 1
+        total = self.trainer.estimated_stepping_batches if attached_trainer(self) else 1
         if not math.isfinite(total):
             raise ValueError(
                 "OperatorModule's warm-up + cosine schedule needs a horizon: set trainer.max_steps or "

@@ -1,4 +1,4 @@
-"""`neurop-diff experiment SPEC.yaml`: the runs of one paper table (fit, then test) and their comparison.
+"""Experiment sets: the runs of one paper table (fit, then test) and their comparison (`neurop-diff experiment`).
 
 A spec (``configs/experiments/table*/{paper,cpu}.yaml``) names the runs, each a list of config files that
 compose with the stage configs (later files override earlier ones, as ``--config`` does) plus extra arguments:
@@ -22,7 +22,6 @@ skipped and an unfinished fit resumes from its last.ckpt, so a stopped experimen
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -36,7 +35,16 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["Experiment", "Run", "check_experiment", "experiment_main", "load_experiment", "plan_experiment"]
+__all__ = [
+    "Experiment",
+    "Run",
+    "Step",
+    "check_experiment",
+    "checkpoint_of",
+    "load_experiment",
+    "plan_experiment",
+    "run_experiment",
+]
 
 STAGES = ("operator", "diffusion")
 _KEYS = {"name", "description", "paper", "test_args", "compare_args", "runs"}
@@ -81,7 +89,9 @@ def load_experiment(path: str | Path, root: Path | None = None) -> Experiment:
         raise FileNotFoundError(f"experiment spec not found: {path}")
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or "runs" not in spec:
-        raise ValueError(f"{path}: expected a mapping with 'name' and 'runs' (see neurop_diff.experiments)")
+        raise ValueError(
+            f"{path}: expected a mapping with 'name' and 'runs' (see neurop_diff.comparison.experiments)"
+        )
     unknown = set(spec) - _KEYS
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected some of {sorted(_KEYS)}")
@@ -256,39 +266,3 @@ def run_experiment(
             step.done.write_text(f"finished {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         print(f"   {step.command} {step.run}: {time.perf_counter() - t0:.0f} s", flush=True)
     return out / "comparison"
-
-
-def experiment_main(argv: list[str], *, parse: Callable[[list[str]], None]) -> None:
-    """`neurop-diff experiment SPEC [--out DIR] [--wandb] [--force] [--dry-run] [-- ARGS for fit and test]`;
-    ``parse`` is the ``neurop-diff`` entry point (it checks every command before anything trains)."""
-    extra: list[str] = []
-    if "--" in argv:
-        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    parser = argparse.ArgumentParser(prog="neurop-diff experiment", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "spec", type=Path, help="an experiment spec, e.g. configs/experiments/table5/cpu.yaml"
-    )
-    parser.add_argument("--out", type=Path, help="folder of the runs (default runs/experiments/<name>)")
-    parser.add_argument(
-        "--wandb", action="store_true", help="also log every run to W&B, grouped by experiment"
-    )
-    parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    ns = parser.parse_args(argv)
-    try:
-        exp = load_experiment(ns.spec)
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"neurop-diff experiment: error: {err}\n")
-    out = ns.out or Path("runs") / "experiments" / exp.name
-    print(
-        f"{exp.name}: {exp.description}\nruns: {', '.join(r.name for r in exp.runs)}; output: {out}",
-        flush=True,
-    )
-    try:
-        folder = run_experiment(
-            exp, out, extra, wandb=ns.wandb, force=ns.force, dry_run=ns.dry_run, parse=parse
-        )
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        parser.exit(1, f"neurop-diff experiment: error: {err}\n")
-    if not ns.dry_run:
-        print(f"\ncomparison: {folder}/ (comparison.md, .csv, .tex, metrics_vs_scale.png)")

@@ -1,19 +1,18 @@
 """One comparison of several runs' results: methods as rows, scales as columns, one table per metric.
 
-Pure (no Lightning). Each run (``evaluation/run_results.py``: its ``results/<stage>/metrics.csv`` and
+Pure (no Lightning). Each run (``comparison/runs.py``: its ``results/<stage>/metrics.csv`` and
 recorded config) gives its own method's row; its extra rows (``bicubic``, a diffusion run's ``operator``
 condition) are shown once when several runs hold the same numbers on the same images (`same_data`); the
-paper's numbers (``evaluation/paper.py``) can be added as reference rows, never marked best.
-``evaluation/compare_tables.py`` writes the files; ``neurop-diff compare`` (``compare_cli.py``) is the command.
+paper's numbers (``comparison/paper.py``) can be added as reference rows, never marked best.
+``comparison/tables.py`` writes the files; ``neurop-diff compare`` (``cli/compare.py``) is the command.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from neurop_diff.evaluation.convention import format_scale
-from neurop_diff.evaluation.paper import PAPER_CONVENTION, PaperRow
-from neurop_diff.evaluation.run_results import (
+from neurop_diff.comparison.paper import PAPER_CONVENTION, PaperRow
+from neurop_diff.comparison.runs import (
     METRICS,
     Run,
     find_results,
@@ -21,6 +20,7 @@ from neurop_diff.evaluation.run_results import (
     load_runs,
     scale_key,
 )
+from neurop_diff.evaluation.convention import format_scale
 
 __all__ = [
     "Comparison",

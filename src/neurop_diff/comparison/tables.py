@@ -1,4 +1,4 @@
-"""The files of a `Comparison` (``evaluation/compare.py``): Markdown, CSV and LaTeX (booktabs) tables, the
+"""The files of a `Comparison` (``comparison/compare.py``): Markdown, CSV and LaTeX (booktabs) tables, the
 metrics-vs-scale figure, and a W&B table. Pure (no Lightning).
 
 In every table: methods as rows, scales as columns, one table per metric; the best run row per column is
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from neurop_diff.evaluation.compare import Comparison, Row, scale_key
+from neurop_diff.comparison.compare import Comparison, Row, scale_key
 from neurop_diff.evaluation.convention import format_scale
 
 LABELS = {

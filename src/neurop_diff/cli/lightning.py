@@ -1,14 +1,13 @@
-"""The `neurop-diff` command: LightningCLI (fit/validate/test/predict) plus `import-weights`."""
+"""`neurop-diff fit|validate|test|predict`: the one LightningCLI, its parser with "did you mean" hints, and
+checkpoint-aware config (`--ckpt_path`'s hyper-parameters fill in what the user did not type)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import errno
 import importlib
 import inspect
 import itertools
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from neurop_diff import compat
-from neurop_diff.checkpointing import ensure_safe_checkpointing, find_resume_version
+from neurop_diff.checkpointing import ensure_safe_checkpointing, last_checkpoint
 from neurop_diff.data.datamodule import SRDataModule
 from neurop_diff.lit.base import SRTask, plain_value
 from neurop_diff.loggers import WandbLogger
-from neurop_diff.runtime import tune_cpu_allocator
 from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint
-
-EXTRA_COMMANDS = {
-    "import-weights": "convert the authors' SRNO / LIIF / NeurOp-Diff weights into a neurop-diff checkpoint",
-    "experiment": "run one paper table's experiment set (fit, test, compare): configs/experiments/",
-    "upscale": "upscale images or GeoTIFF scenes at any scale with a checkpoint of either stage",
-    "compare": "compare the test results of several runs (and the paper's numbers) in one table and figure",
-}
 
 
 def _accepted_keys(class_path: str) -> list[str]:
@@ -232,48 +223,8 @@ def _typed_init_args(parser: LightningArgumentParser, args: Any, subcommand: str
     return set(vars(init_args)) if init_args is not None else set()
 
 
-def last_checkpoint(config: Any) -> Path | None:
-    """The file `fit --ckpt_path last` resumes: the newest `last*.ckpt` of the run the config describes (an
-    explicit ModelCheckpoint `dirpath`; the logger's `save_dir/name/version`, or the newest version when the
-    logger is unversioned; without a logger `default_root_dir/checkpoints`). None when there is none (the fit
-    starts from scratch, as Lightning does).
-
-    With an unversioned CSV/TensorBoard logger Lightning would look in the new run's (empty) version folder;
-    the resumed run logs into a new version folder and the next `--ckpt_path last` finds its checkpoints."""
-    trainer = config.trainer
-    folders: list[Path] = []
-    for cb in trainer.get("callbacks") or []:
-        args = cb.get("init_args") if hasattr(cb, "get") else None
-        if str(cb.get("class_path", "")).endswith("ModelCheckpoint") and args and args.get("dirpath"):
-            folders.append(Path(args.get("dirpath")))
-    logger = trainer.get("logger")
-    logger = logger[0] if isinstance(logger, list) and logger else logger
-    root = Path(trainer.get("default_root_dir") or ".")
-    args = logger.get("init_args") if hasattr(logger, "get") else None
-    if logger in (None, True):  # Lightning's default logger: <default_root_dir>/lightning_logs/version_N
-        found = find_resume_version(root, "lightning_logs")
-        folders += [found[1].parent] if found else []
-    elif args is not None and args.get("save_dir") is not None:
-        if args.get("version") is None:
-            found = find_resume_version(args.get("save_dir"), args.get("name"))
-            folders += [found[1].parent] if found else []
-        else:
-            version = args.get("version")
-            version = version if isinstance(version, str) else f"version_{version}"
-            folders.append(Path(args.get("save_dir")) / (args.get("name") or "") / version / "checkpoints")
-    elif logger is False:
-        folders.append(root / "checkpoints")
-    files = [
-        p
-        for f in folders
-        if f.is_dir()
-        for p in f.glob("last*.ckpt")
-        if p.is_file() and ".tmp-" not in p.name
-    ]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
-
-
-def _cli(args: list[str] | None) -> NeuropDiffCLI:
+def lightning_cli(args: list[str] | None) -> NeuropDiffCLI:
+    """Runs LightningCLI (fit/validate/test/predict) on `args` (None: sys.argv, as from the console)."""
     return NeuropDiffCLI(
         SRTask,
         SRDataModule,
@@ -285,85 +236,3 @@ def _cli(args: list[str] | None) -> NeuropDiffCLI:
         parser_kwargs={"description": "neurop-diff: continuous super-resolution of remote-sensing images."},
         args=args,
     )
-
-
-def _import_weights(argv: list[str]) -> None:
-    from neurop_diff.lit.export import import_weights
-
-    parser = argparse.ArgumentParser(
-        prog="neurop-diff import-weights",
-        description=(
-            "Convert the authors' published weights into a neurop-diff checkpoint that `--ckpt_path` and "
-            "`model.init_args.operator_ckpt` accept. SRNO files (srno_weight.pth, SRNO epoch-*.pth) and LIIF "
-            "files (edsr-baseline-liif.pth) become an OperatorModule checkpoint (arch srno / liif); NeurOp-Diff "
-            "training checkpoints (step_*.pth) a DiffusionModule one."
-        ),
-    )
-    parser.add_argument("source", type=Path, help="the authors' .pth file")
-    parser.add_argument("--out", type=Path, required=True, help="the .ckpt file to write")
-    parser.add_argument(
-        "--raw", action="store_true", help="NeurOp-Diff: take the raw weights instead of the EMA"
-    )
-    ns = parser.parse_args(argv)
-    try:
-        written = import_weights(ns.source, ns.out, use_ema=not ns.raw)
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"neurop-diff import-weights: error: {err}\n")
-    print(f"wrote {written}")
-
-
-def _upscale(argv: list[str]) -> None:
-    from neurop_diff.inference.cli import upscale_main
-
-    upscale_main(argv)
-
-
-def _compare(argv: list[str]) -> None:
-    from neurop_diff.evaluation.compare_cli import compare_main
-    from neurop_diff.loggers import resolve_mode
-
-    compare_main(argv, resolve_mode=resolve_mode)
-
-
-def _experiment(argv: list[str]) -> None:
-    from neurop_diff.experiments import experiment_main
-
-    experiment_main(argv, parse=main)
-
-
-def _is_user_error(err: BaseException) -> bool:
-    """Errors whose message says what to do (a file, a value, what was expected): one line, no traceback."""
-    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
-        return err.errno == errno.ENOSPC
-    return isinstance(err, (ValueError, FileNotFoundError, FloatingPointError))
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of `neurop-diff`; `args` defaults to sys.argv[1:] (tests pass a list).
-
-    From the console (`args` None) an error with a message for people (a bad file or value, a full disk) ends
-    the command with that one line and status 1 (`NEUROP_DIFF_TRACEBACK=1` shows the traceback); called
-    with a list (from Python) the exception propagates."""
-    console = args is None
-    argv = list(sys.argv[1:] if console else args)
-    tune_cpu_allocator()
-    try:
-        if argv and argv[0] in EXTRA_COMMANDS:
-            commands = {"import-weights": _import_weights, "upscale": _upscale, "compare": _compare,
-                        "experiment": _experiment}  # fmt: skip
-            commands[argv[0]](argv[1:])
-            return
-        if argv and argv[0] in ("-h", "--help"):
-            extra = "\n".join(f"  {name:<16}{text}" for name, text in EXTRA_COMMANDS.items())
-            print(f"Further commands (outside LightningCLI):\n{extra}\n")
-        # From the console LightningCLI reads sys.argv itself: passing it too would make it warn about "both".
-        _cli(None if console else argv)
-    except Exception as err:
-        if not console or not _is_user_error(err) or os.environ.get("NEUROP_DIFF_TRACEBACK"):
-            raise
-        command = argv[0] if argv and not argv[0].startswith("-") else ""
-        sys.exit(f"neurop-diff {command}: error: {err}".replace("  ", " "))
-
-
-if __name__ == "__main__":
-    main()

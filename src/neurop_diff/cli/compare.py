@@ -1,7 +1,7 @@
-"""`neurop-diff compare RUN_DIR...`: one comparison of several runs' test results (``evaluation/compare.py``).
+"""`neurop-diff compare RUN_DIR...`: one comparison of several runs' test results (``comparison/compare.py``).
 
-No Lightning here: `neurop-diff`'s dispatcher (``cli.py``) hands in the W&B mode resolution of
-``neurop_diff.loggers`` (online with an account and a network, offline otherwise).
+Lightning is loaded only to log to W&B: the mode comes from ``neurop_diff.loggers.resolve_mode`` (online with
+an account and a network, offline otherwise), imported then.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from neurop_diff.evaluation.compare import METRICS, build_comparison, default_metrics, load_runs
-from neurop_diff.evaluation.compare_tables import comparison_markdown, log_to_wandb, write_comparison
-from neurop_diff.evaluation.paper import DATASETS, TABLES, paper_rows
+from neurop_diff.comparison.compare import METRICS, build_comparison, default_metrics, load_runs
+from neurop_diff.comparison.paper import DATASETS, TABLES, paper_rows
+from neurop_diff.comparison.tables import comparison_markdown, log_to_wandb, write_comparison
+
+__all__ = ["compare_main", "compare_parser"]
 
 ModeResolver = Callable[[], tuple[str, str | None]]
-
-
-def _env_mode() -> tuple[str, str | None]:
-    """Without neurop_diff.loggers: WANDB_MODE if set, else offline (never waits for a network)."""
-    return (os.environ.get("WANDB_MODE") or "offline").strip().lower(), None
 
 
 def compare_parser() -> argparse.ArgumentParser:
@@ -91,8 +88,9 @@ def compare_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def compare_main(argv: list[str], resolve_mode: ModeResolver = _env_mode) -> dict[str, Path]:
-    """Run `neurop-diff compare` with `argv` (after the command name); returns the files written."""
+def compare_main(argv: list[str], resolve_mode: ModeResolver | None = None) -> dict[str, Path]:
+    """Run `neurop-diff compare` with `argv` (after the command name); returns the files written.
+    ``resolve_mode`` gives the W&B mode (default: ``neurop_diff.loggers.resolve_mode``)."""
     parser = compare_parser()
     ns = parser.parse_args(argv)
     try:
@@ -117,6 +115,8 @@ def compare_main(argv: list[str], resolve_mode: ModeResolver = _env_mode) -> dic
     if use_wandb and importlib.util.find_spec("wandb") is None:
         print("W&B: wandb is not installed; no W&B table" + (" (--wandb)" if ns.wandb else ""))
     elif use_wandb:
+        if resolve_mode is None:
+            from neurop_diff.loggers import resolve_mode
         mode, reason = resolve_mode()
         if mode != "disabled":
             if reason:
