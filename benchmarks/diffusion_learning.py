@@ -339,13 +339,23 @@ def figure(args: argparse.Namespace, results: dict, path: Path) -> None:
         for name in names:
             last = max((key for key in runs if key.split("@")[0] == name), key=lambda q: int(q.split("@")[1]))
             cols = sorted((c.split("_", 1)[1] for c in runs[last] if c.startswith(f"x{s}_k")), key=_k_order)
-            pts = [(runs[last][f"x{s}_{c}"]["swd_l0"], runs[last][f"x{s}_{c}"]["psnr"]) for c in cols
-                   if "project" not in c]  # fmt: skip
-            ax.plot(
-                *zip(*pts, strict=True),
-                marker="o",
-                label=f"{name} (K = {', '.join(c[1:] for c in cols if 'project' not in c)})",
-            )
+            plain = [c for c in cols if "project" not in c]
+            pts = [(runs[last][f"x{s}_{c}"]["swd_l0"], runs[last][f"x{s}_{c}"]["psnr"]) for c in plain]
+            (line,) = ax.plot(*zip(*pts, strict=True), marker="o",
+                              label=f"{name} @{last.split('@')[1]} (K = {', '.join(c[1:] for c in plain)})")  # fmt: skip
+            proj = [
+                (runs[last][f"x{s}_{c}"]["swd_l0"], runs[last][f"x{s}_{c}"]["psnr"])
+                for c in cols
+                if "project" in c
+            ]
+            if proj:  # the same K with LR projection: dashed, same colour
+                ax.plot(
+                    *zip(*proj, strict=True),
+                    marker="x",
+                    ls="--",
+                    color=line.get_color(),
+                    label=f"{name} +proj",
+                )
         for ref, mk in (("bicubic", "s"), ("operator", "D")):
             ax.scatter(
                 refs[f"x{s}"][ref]["swd_l0"], refs[f"x{s}"][ref]["psnr"], marker=mk, color="k", label=ref
@@ -407,6 +417,7 @@ def main() -> None:
         evaluate(args)
     if args.phase in ("report", "all"):
         results = json.loads(Path(args.out, "eval.json").read_text())
+        results["runs"] = {k: v for k, v in results["runs"].items() if k.split("@")[0] in args.variants}
         text = report(args, results)
         figure(args, results, Path(args.out, "diffusion_learning.png"))
         Path(args.out, "diffusion_learning.md").write_text(text + "\n")

@@ -37,7 +37,7 @@ OPERATOR_CKPT="$OUT/operator/$RUN/checkpoints/last.ckpt"
 # SR3-style diffusion from noise, is configs/diffusion.yaml (GENERATIVE=diffusion for its CPU size).
 GENERATIVE=${GENERATIVE:-flow}
 case "$GENERATIVE" in
-  flow) DEFAULT_STEPS=1200 WHAT="posterior-mean flow from the operator's prior, Euler + LR projection" ;;
+  flow) DEFAULT_STEPS=800 WHAT="posterior-mean flow from the operator's prior, Euler + LR projection" ;;
   diffusion) DEFAULT_STEPS=400 WHAT="x0-residual diffusion over the operator's prior, DDIM" ;;
   *) echo "demo: GENERATIVE must be flow or diffusion, got '$GENERATIVE'" >&2; exit 2 ;;
 esac
@@ -46,10 +46,10 @@ DIFFUSION_STEPS=${DIFFUSION_STEPS:-$DEFAULT_STEPS}
 SAMPLING_ARGS=()
 if [ -n "${SAMPLING_STEPS:-}" ]; then SAMPLING_ARGS=(--model.init_args.sampling_steps "$SAMPLING_STEPS"); fi
 echo "== [2/3] $GENERATIVE (NeurOp-Diff: $WHAT, $GEN_CONFIG)," \
-  "$DIFFUSION_STEPS steps, validated every $((DIFFUSION_STEPS / 4)), guided by $OPERATOR_CKPT"
+  "$DIFFUSION_STEPS steps, validated every $((DIFFUSION_STEPS / 2)), guided by $OPERATOR_CKPT"
 "$NEUROP_DIFF" fit --config "$GEN_CONFIG" "${DATA_ARGS[@]}" "${LOG_ARGS[@]}" \
   --model.init_args.operator_ckpt "$OPERATOR_CKPT" \
-  --trainer.max_steps "$DIFFUSION_STEPS" --trainer.val_check_interval "$((DIFFUSION_STEPS / 4))" \
+  --trainer.max_steps "$DIFFUSION_STEPS" --trainer.val_check_interval "$((DIFFUSION_STEPS / 2))" \
   "${SAMPLING_ARGS[@]}"
 # The final state (EMA weights) is tested: selecting on val PSNR would pick the most prior-like checkpoint, since PSNR
 # favours the blurry posterior mean (Blau & Michaeli 2018); the closing table weighs realism and consistency too.
