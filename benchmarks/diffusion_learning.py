@@ -159,6 +159,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         ckpts = sorted(found, key=lambda p: int(p.stem.split("=")[1].split("-")[0]))
         for ckpt in ckpts:
             step = int(ckpt.stem.split("=")[1].split("-")[0])
+            if args.only_at and step not in args.only_at:
+                continue
             key = f"{name}@{step}"
             row: dict = results["runs"].setdefault(key, {})
             full = step in args.full_at or (not args.full_at and ckpt == ckpts[-1])
@@ -398,6 +400,9 @@ def main() -> None:
         help="checkpoints (steps) measured with --project and --seeds (default: the last)",
     )
     parser.add_argument("--max-calls", type=int, default=10, help="the targets' budget of network calls")
+    parser.add_argument(
+        "--only-at", type=int, nargs="*", default=[], help="evaluate only these checkpoints (steps)"
+    )
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (two 1-thread runs side by side)"
