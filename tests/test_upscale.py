@@ -278,3 +278,11 @@ def test_inference_loads_plain_models_without_a_lightning_module(checkpoints, mo
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert load_model(op_path, "cpu").stage == "operator"
     clear_model_cache()
+
+
+def test_the_operator_of_a_diffusion_checkpoint_is_its_stored_one(checkpoints, modules):
+    from neurop_diff.weights.checkpoint import Checkpoint
+
+    operator = Checkpoint.read(checkpoints[1]).operator()
+    for name, a in modules[1].operator.state_dict().items():
+        assert torch.equal(a, operator.state_dict()[name]), name

@@ -149,7 +149,7 @@ def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[Operat
         hp = obj.get("hyper_parameters") or {}
         args = operator_args(hp.get("arch", "srno"), hp)  # no arch: made before LIIF was added, an SRNO
         model = build_operator(args)
-        sd = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        sd = _sub_state(obj["state_dict"], "model.")
         try:
             model.load_state_dict(sd)  # strict: torch names missing, unexpected and mis-shaped parameters
         except RuntimeError as err:
@@ -211,10 +211,12 @@ class Checkpoint:
         stored inside a DiffusionModule checkpoint."""
         if self.kind != "DiffusionModule":
             return load_operator(self.content)[0]
-        model = self.neuropdiff()
-        if model.operator is None:
+        args = self.hparams.get("operator_args")
+        if not args:
             raise ValueError(f"{self.source} has no operator (a diffusion model with the bicubic condition)")
-        return model.operator
+        operator = build_operator(args)  # only the operator: the UNet is neither built nor loaded
+        operator.load_state_dict(_sub_state(self.content["state_dict"], "model.operator."))
+        return operator.eval()
 
     def neuropdiff(self) -> NeurOpDiff:
         """NeurOp-Diff of a DiffusionModule checkpoint (its stored weights: EMA weights when trained with EMA)."""
@@ -227,9 +229,7 @@ class Checkpoint:
         hp = self.hparams
         operator = build_operator(hp["operator_args"]) if hp.get("operator_args") else None
         model = neuropdiff_from_hparams(hp, operator)
-        state = {
-            k[len("model.") :]: v for k, v in self.content["state_dict"].items() if k.startswith("model.")
-        }
+        state = _sub_state(self.content["state_dict"], "model.")
         try:
             model.load_state_dict(state)  # strict
         except RuntimeError as err:
@@ -241,3 +241,8 @@ class Checkpoint:
     def sampling(self, **overrides: Any) -> SamplingOptions:
         """The sampling options the checkpoint records, with ``overrides`` (None values ignored) on top."""
         return SamplingOptions.from_hparams(self.hparams, **overrides)
+
+
+def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``state_dict`` under ``prefix``, the prefix removed (a sub-module's state dict)."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
