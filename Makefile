@@ -31,6 +31,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/data_throughput.py --root $(DATA)
 	$(PY) benchmarks/operator_speed.py
+	$(PY) benchmarks/api_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -5,6 +5,7 @@ floor, no file over 400 lines, no function over 80, no underscore name imported 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "neurop_diff"
@@ -115,3 +116,24 @@ def test_files_and_functions_stay_small():
         and node.end_lineno - node.lineno + 1 > 80
     ]
     assert not long_files and not long_functions, (long_files, long_functions)
+
+
+def test_one_module_knows_the_kinds_of_checkpoint():
+    """Only `weights.checkpoint` tells an OperatorModule checkpoint from a DiffusionModule one or the authors'
+    files and acts on it: everyone else asks its `Checkpoint` (a stage, a model, a check)."""
+    from neurop_diff.weights.checkpoint import KINDS
+
+    names = "|".join(KINDS)
+    compare = re.compile(
+        rf"""\b(?:kind|checkpoint_kind\([^)]*\))\s*(?:[!=]=|in|not in)\s*[("'{{]*(?:{names})\b"""
+    )
+    outside = [
+        f"{m}:{i}: {line.strip()}"
+        for m, p in MODULES.items()
+        if m != "neurop_diff.weights.checkpoint"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if compare.search(line) or "checkpoint_kind(" in line
+    ]
+    assert not outside, outside
+    # the pattern finds what it is meant to find
+    assert compare.search('if ckpt.kind == "DiffusionModule":') and compare.search("kind in ('srno', 'liif')")

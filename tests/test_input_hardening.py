@@ -178,7 +178,7 @@ BAD_INIT_ARGS = [
     ),
     (
         ["fit", "--model.init_args.operator_ckpt={ckpt}"],
-        "fit: error: {ckpt} is a diffusion (DiffusionModule) checkpoint; an operator checkpoint",
+        "fit: error: {ckpt} is a DiffusionModule checkpoint (stage 2",
     ),
     (
         ["fit", "--model.init_args.condition=bicubic", "--model.init_args.sampling_steps=-3"],

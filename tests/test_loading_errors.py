@@ -67,20 +67,28 @@ def test_operator_checkpoint_where_a_diffusion_one_is_expected(ckpts):
         main(["test", "--config", DIFFUSION_CFG, f"--ckpt_path={ckpts['operator']}"])
     text = str(err.value)
     assert str(ckpts["operator"]) in text
-    assert "is a OperatorModule checkpoint" in text and "builds a DiffusionModule" in text
+    assert "is an OperatorModule checkpoint (stage 1" in text
+    assert (
+        "a DiffusionModule checkpoint (stage 2, the diffusion model: configs/diffusion*.yaml) is expected"
+        in text
+    )
     assert "--model.init_args.operator_ckpt" in text  # what to do instead
 
 
 def test_diffusion_checkpoint_where_an_operator_one_is_expected(ckpts):
-    with pytest.raises(ValueError, match=r"is a DiffusionModule checkpoint .* builds a OperatorModule"):
+    # One message, made in one place (weights.checkpoint.Checkpoint.require), wherever the file is given:
+    # to the command line ...
+    path = re.escape(str(ckpts["diffusion"]))
+    wrong = r"is a DiffusionModule checkpoint \(stage 2[^)]*\); an OperatorModule checkpoint \(stage 1"
+    with pytest.raises(ValueError, match=path + " " + wrong):
         main(["test", "--config", OPERATOR_CFG, f"--ckpt_path={ckpts['diffusion']}"])
-    # ... and as the diffusion stage's operator
-    with pytest.raises(ValueError, match=r"diffusion \(DiffusionModule\) checkpoint; an operator checkpoint"):
+    # ... as the diffusion stage's operator
+    with pytest.raises(
+        ValueError, match=path + r" is a DiffusionModule checkpoint .*; an operator checkpoint"
+    ):
         load_operator(ckpts["diffusion"])
     # ... and through the Python API
-    with pytest.raises(
-        ValueError, match=r"this is a DiffusionModule checkpoint .* OperatorModule checkpoint"
-    ):
+    with pytest.raises(ValueError, match=path + ": this checkpoint " + wrong):
         OperatorModule.load_from_checkpoint(ckpts["diffusion"])
 
 

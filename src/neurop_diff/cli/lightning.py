@@ -21,7 +21,7 @@ from neurop_diff.checkpointing import ensure_safe_checkpointing, last_checkpoint
 from neurop_diff.data.datamodule import SRDataModule
 from neurop_diff.lit.base import SRTask, plain_value
 from neurop_diff.loggers import WandbLogger
-from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint
+from neurop_diff.weights.checkpoint import Checkpoint
 
 
 def _accepted_keys(class_path: str) -> list[str]:
@@ -99,28 +99,12 @@ class NeuropDiffCLI(LightningCLI):
     def _apply_checkpoint(self, path: Path) -> None:
         """Checks the checkpoint at `path` and fills the model's config from its hyper-parameters where the
         user typed nothing (rule in the class docstring)."""
-        ckpt = read_checkpoint(path, mmap=True)
-        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-            raise ValueError(
-                f"{path} is not a neurop-diff training checkpoint (no 'state_dict'); convert the authors' "
-                "weights first with `neurop-diff import-weights <file> --out <ckpt>`"
-            )
         sub = self.subcommand
         model_cfg = self.config[sub].get("model")
         class_path = str(model_cfg.get("class_path", "")) if model_cfg is not None else ""
-        expected, kind = class_path.rsplit(".", 1)[-1], checkpoint_kind(ckpt)
-        if kind in STAGES and expected and kind != expected:
-            hint = (
-                "; to train a diffusion model guided by this operator, pass it as "
-                "--model.init_args.operator_ckpt instead"
-                if kind == "OperatorModule"
-                else ""
-            )
-            raise ValueError(
-                f"{path} is a {kind} checkpoint ({STAGES[kind]}), but the config builds a {expected} "
-                f"({STAGES.get(expected, 'another model')}): use the config of the checkpoint's stage{hint}"
-            )
-        hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
+        # The config's model class (the stage it builds) must be the checkpoint's.
+        ckpt = Checkpoint.read(path).require(class_path.rsplit(".", 1)[-1])
+        hparams = {k: v for k, v in ckpt.hparams.items() if k != "_instantiator"}
         class_path = str(hparams.pop("_class_path", "") or class_path)
         if not hparams or not class_path:
             return

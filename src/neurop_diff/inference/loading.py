@@ -113,16 +113,11 @@ def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
     ckpt = Checkpoint.read(path)  # weights only, memory-mapped; the models copy what they use
     scale_max = float(ckpt.data_hparams.get("scale_max", DEFAULT_SCALE_MAX))
     chunk = ckpt.hparams.get("chunk_size", DEFAULT_CHUNK)
-    if ckpt.kind == "DiffusionModule":
+    if ckpt.stage() == "diffusion":  # the authors' NeurOp-Diff list is refused here, with what to do
         model = ckpt.neuropdiff().to(dev)
         tile = int(ckpt.hparams.get("image_size", 256))
         return LoadedModel(
             "diffusion", model.operator, model, scale_max, chunk, dev, path, ckpt.sampling(), tile
-        )
-    if ckpt.kind == "neuropdiff":
-        raise ValueError(
-            f"{path} is the authors' NeurOp-Diff training checkpoint: convert it first with "
-            "`neurop-diff import-weights <file> --out <ckpt>`"
         )
     try:
         model = ckpt.operator()

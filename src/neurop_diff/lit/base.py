@@ -15,15 +15,13 @@ import torch
 from torch import Tensor
 
 from neurop_diff.compat import attached_trainer
-from neurop_diff.weights.checkpoint import STAGES, checkpoint_kind, read_checkpoint, stage_hint
+from neurop_diff.weights.checkpoint import Checkpoint, read_checkpoint
 
 #: Checkpoint key of the SRTask state (the count of training batches that seeds the training random stream).
 STATE_KEY = "neurop_diff"
 __all__ = [
-    "STAGES",
     "STATE_KEY",
     "SRTask",
-    "checkpoint_kind",
     "plain_value",
     "stepwise",
     "stream_seed",
@@ -76,14 +74,7 @@ class SRTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._train_batches = int(checkpoint.get(STATE_KEY, {}).get("train_batches", 0))
-        if not isinstance(checkpoint.get("state_dict"), dict):
-            raise ValueError(
-                "the checkpoint has no 'state_dict': not a neurop-diff training checkpoint (the authors' weights "
-                "are converted with `neurop-diff import-weights`)"
-            )
-        hint = stage_hint(checkpoint_kind(checkpoint), type(self).__name__)
-        if hint:
-            raise ValueError(hint)
+        Checkpoint.of(checkpoint).require(type(self).__name__)  # a training checkpoint of this stage
         # Read by load_state_dict (which Lightning calls next) for the hint of a strict-loading error.
         self._loading_hparams = dict(checkpoint.get("hyper_parameters") or {})
 
@@ -136,9 +127,7 @@ class SRTask(L.LightningModule):
     def from_checkpoint(cls, checkpoint: dict[str, Any], strict: bool | None = None, **kwargs: Any) -> SRTask:
         """The module of a checkpoint already read (``read_checkpoint``), on the CPU; ``kwargs`` override the
         stored hyper-parameters (those the constructor does not take are left out)."""
-        hint = stage_hint(checkpoint_kind(checkpoint), cls.__name__)
-        if hint:
-            raise ValueError(hint)
+        Checkpoint.of(checkpoint).require(cls.__name__)
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
         stored = dict(checkpoint.get("hyper_parameters") or {})
         module = cls(**{k: v for k, v in {**stored, **kwargs}.items() if k in accepted})

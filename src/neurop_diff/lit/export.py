@@ -3,7 +3,7 @@
 An SRNO or LIIF file becomes an OperatorModule checkpoint (arch `srno` / `liif`); a NeurOp-Diff training
 checkpoint a DiffusionModule checkpoint with the authors' UNet configuration (condition `operator`). Both load
 with `--ckpt_path`, with `*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`. The
-conversion itself is `neurop_diff.weights.export` (no Lightning there); this builds the modules and writes the
+conversion itself is `neurop_diff.weights.checkpoint.Checkpoint.authors_weights` (no Lightning there); this builds the modules and writes the
 file.
 """
 
@@ -18,7 +18,7 @@ import torch
 from neurop_diff.files import atomic_write
 from neurop_diff.lit.diffusion import DiffusionModule
 from neurop_diff.lit.operator import OperatorModule
-from neurop_diff.weights.export import read_authors_weights
+from neurop_diff.weights.checkpoint import read_authors_weights
 
 __all__ = ["import_weights", "lightning_checkpoint"]
 
@@ -41,7 +41,7 @@ def import_weights(source: str | Path, out: str | Path, use_ema: bool = True) ->
     """Converts the authors' weights in `source` into a neurop-diff checkpoint at `out`; returns `out`."""
     out = Path(out)
     weights = read_authors_weights(source, use_ema=use_ema)
-    if weights.kind == "neuropdiff":
+    if weights.unet is not None:  # NeurOp-Diff
         module: L.LightningModule = DiffusionModule(operator_args=weights.operator_args, condition="operator")
         module.unet.load_state_dict(weights.unet)
         module.operator.load_state_dict(weights.operator)

@@ -1,13 +1,17 @@
 """Checkpoint files and the authors' published weights (plain tensors only: read with ``weights_only=True``).
 
 Floors, each importing only those below it: ``reader`` (the one ``torch.load``, its errors) -> ``rename`` (the
-authors' names to ours, the strict check) -> the formats ``srno``, ``liif``, ``unet`` -> ``checkpoint`` (what a
-file holds, the operator in it) -> ``neuropdiff``, ``export``.
+authors' names to ours, the strict check) -> the formats ``srno``, ``liif``, ``unet`` and ``neuropdiff`` (the authors' NeurOp-Diff list) ->
+``checkpoint`` (the one module that knows the kinds of file: :class:`Checkpoint`, the models in a file, the
+authors' weights converted).
 """
 
 from .checkpoint import (
     ARCHS,
+    KINDS,
     STAGES,
+    AuthorsWeights,
+    Checkpoint,
     CheckpointError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
@@ -15,6 +19,7 @@ from .checkpoint import (
     checkpoint_kind,
     load_operator,
     operator_args,
+    read_authors_weights,
     read_checkpoint,
 )
 from .liif import (
@@ -39,11 +44,14 @@ load_checkpoint_file = read_checkpoint
 
 __all__ = [
     "ARCHS",
+    "KINDS",
     "LIIF_ARGS",
     "LIIF_DEFAULTS",
     "SRNO_ARGS",
     "SRNO_DEFAULTS",
     "STAGES",
+    "AuthorsWeights",
+    "Checkpoint",
     "CheckpointError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
@@ -59,6 +67,7 @@ __all__ = [
     "load_operator",
     "load_srno_weights",
     "operator_args",
+    "read_authors_weights",
     "read_checkpoint",
     "srno_args_from_state_dict",
 ]

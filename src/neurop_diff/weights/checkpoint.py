@@ -5,7 +5,9 @@
   checkpoint, the authors' SRNO or LIIF weights (``"srno"``, ``"liif"``) or a NeurOp-Diff training checkpoint
   (``"neuropdiff"``).
 * :class:`Checkpoint`: one file read once, its kind, recorded hyper-parameters and the plain models in it
-  (the operator, NeurOp-Diff, the sampling options), built without Lightning: what inference loads.
+  (the operator, NeurOp-Diff, the sampling options, the authors' weights converted), built without Lightning:
+  what inference loads. The one place that acts on the kind: callers ask it for a ``stage()`` or check with
+  ``require(expected)``, which words the one message for a file given where another is expected.
 * :func:`load_operator` builds the frozen operator (SRNO or LIIF) of an OperatorModule checkpoint or of the
   authors' weights; :func:`build_operator` the operator of recorded ``operator_args`` (``arch`` and sizes).
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
+from torch import Tensor
+
 from neurop_diff.diffusion.options import SamplingOptions
 from neurop_diff.models.build import neuropdiff_from_hparams
 from neurop_diff.models.liif import LIIF
@@ -26,11 +30,13 @@ from neurop_diff.models.srno import SRNO
 from neurop_diff.weights.liif import (
     LIIF_ARGS,
     LIIF_DEFAULTS,
+    convert_liif_state_dict,
     extract_liif_state_dict,
     is_liif_checkpoint,
     liif_args_from_state_dict,
     load_liif_weights,
 )
+from neurop_diff.weights.neuropdiff import split_neuropdiff_checkpoint
 from neurop_diff.weights.reader import (
     CheckpointError,
     CorruptCheckpointError,
@@ -40,6 +46,7 @@ from neurop_diff.weights.reader import (
 from neurop_diff.weights.srno import (
     SRNO_ARGS,
     SRNO_DEFAULTS,
+    convert_srno_state_dict,
     extract_srno_state_dict,
     load_srno_weights,
     srno_args_from_state_dict,
@@ -47,7 +54,9 @@ from neurop_diff.weights.srno import (
 
 __all__ = [
     "ARCHS",
+    "KINDS",
     "STAGES",
+    "AuthorsWeights",
     "Checkpoint",
     "CheckpointError",
     "CorruptCheckpointError",
@@ -56,6 +65,7 @@ __all__ = [
     "checkpoint_kind",
     "load_operator",
     "operator_args",
+    "read_authors_weights",
     "read_checkpoint",
 ]
 
@@ -65,11 +75,20 @@ ARCHS: dict[str, tuple[type[Operator], tuple[str, ...], dict[str, int]]] = {
     "liif": (LIIF, LIIF_ARGS, LIIF_DEFAULTS),
 }
 
-#: What each training checkpoint is, for error messages.
-STAGES = {
-    "OperatorModule": "stage 1, the neural operator: configs/operator*.yaml",
-    "DiffusionModule": "stage 2, the diffusion model: configs/diffusion*.yaml",
+#: Every kind of file neurop-diff reads (:func:`checkpoint_kind`): what it is, for messages, and the stage it
+#: gives when loaded (None: the authors' NeurOp-Diff list, converted first with `neurop-diff import-weights`).
+KINDS: dict[str, tuple[str, str | None]] = {
+    "OperatorModule": ("stage 1, the neural operator: configs/operator*.yaml", "operator"),
+    "DiffusionModule": ("stage 2, the diffusion model: configs/diffusion*.yaml", "diffusion"),
+    "srno": ("the SRNO authors' weights", "operator"),
+    "liif": ("the LIIF authors' weights", "operator"),
+    "neuropdiff": ("the NeurOp-Diff authors' training checkpoint", None),
 }
+
+#: The two training checkpoints (LightningModule class names), described.
+STAGES = {k: v[0] for k, v in KINDS.items() if k.endswith("Module")}
+
+_CONVERT = "convert the authors' files with `neurop-diff import-weights <file> --out <ckpt>`"
 
 
 def checkpoint_kind(obj: Any) -> str | None:
@@ -95,14 +114,8 @@ def checkpoint_kind(obj: Any) -> str | None:
     return None
 
 
-def stage_hint(kind: str | None, expected: str) -> str:
-    """One sentence for a checkpoint of ``kind`` given where an ``expected`` one is needed ("" when they agree)."""
-    if kind is None or kind == expected or kind not in STAGES:
-        return ""
-    return (
-        f"this is a {kind} checkpoint ({STAGES[kind]}); a {expected} checkpoint "
-        f"({STAGES.get(expected, 'another model')}) is expected here"
-    )
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def operator_args(arch: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,97 +148,152 @@ def build_operator(args: Mapping[str, Any]) -> Operator:
 def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[Operator, dict[str, Any]]:
     """The trained operator of an OperatorModule checkpoint (SRNO or LIIF) or of the authors' SRNO or LIIF
     weights (a file or a loaded dict): the operator (eval mode, frozen, on the CPU) and its ``operator_args``
-    (``arch`` and sizes: :func:`build_operator` rebuilds it).
+    (``arch`` and sizes: :func:`build_operator` rebuilds it). What ``operator_ckpt`` reads.
 
     Raises:
         CheckpointError: the file cannot be read (see :func:`read_checkpoint`).
         ValueError: it holds something else (e.g. a DiffusionModule checkpoint), or weights that do not fit
             the architecture it records (torch's strict-loading report).
     """
-    where = "checkpoint" if isinstance(path, Mapping) else str(path)
-    obj = path if isinstance(path, Mapping) else read_checkpoint(path, mmap=True)
-    kind = checkpoint_kind(obj)
-    if kind == "OperatorModule":
-        hp = obj.get("hyper_parameters") or {}
-        args = operator_args(hp.get("arch", "srno"), hp)  # no arch: made before LIIF was added, an SRNO
-        model = build_operator(args)
-        sd = _sub_state(obj["state_dict"], "model.")
-        try:
-            model.load_state_dict(sd)  # strict: torch names missing, unexpected and mis-shaped parameters
-        except RuntimeError as err:
-            raise ValueError(
-                f"{where} does not fit the operator architecture it records (arch {args['arch']!r}): {err}"
-            ) from err
-    elif kind == "srno":
-        args = operator_args("srno", srno_args_from_state_dict(extract_srno_state_dict(obj)))
-        model = load_srno_weights(build_operator(args), obj)
-    elif kind == "liif":
-        try:
-            args = operator_args("liif", liif_args_from_state_dict(extract_liif_state_dict(obj)))
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
-        model = load_liif_weights(build_operator(args), obj)
-    else:
-        what = {"DiffusionModule": "diffusion (DiffusionModule)", "neuropdiff": "NeurOp-Diff (authors')"}
-        raise ValueError(
-            f"{where} is a {what.get(kind, 'unknown')} checkpoint; an operator checkpoint (OperatorModule, "
-            "from `neurop-diff fit --config configs/operator.yaml`, or the authors' SRNO / LIIF weights) is "
-            "expected here"
-            + (
-                "; convert the authors' file with `neurop-diff import-weights`"
-                if kind == "neuropdiff"
-                else ""
-            )
-        )
-    model.eval().requires_grad_(False)
-    return model, args
+    ckpt = Checkpoint.of(path) if isinstance(path, Mapping) else Checkpoint.read(path)
+    ckpt.require("operator")
+    return ckpt.operator(), ckpt.operator_args()
+
+
+@dataclass(frozen=True)
+class AuthorsWeights:
+    """``kind``: ``"srno"``, ``"liif"`` or ``"neuropdiff"``. ``operator_args``: the operator's ``arch`` and size
+    (:func:`build_operator`). ``operator``: its state dict in our names. ``unet``: the UNet state dict in our
+    names (NeurOp-Diff only; the authors' UNet = ours by default)."""
+
+    kind: str
+    operator_args: dict[str, Any]
+    operator: dict[str, Tensor]
+    unet: dict[str, Tensor] | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
     """One checkpoint or weights file, read once (weights only, memory-mapped): ``kind`` (see
     :func:`checkpoint_kind`), the recorded hyper-parameters and the plain models in it, on the CPU in eval mode.
-    The one place that turns a file into models: inference needs no LightningModule."""
+    The one place that knows the kinds of file (:data:`KINDS`): every other module asks it for a stage, a
+    model or a check (:meth:`require`), so inference needs no LightningModule and no caller compares kinds."""
 
     source: str
-    content: Mapping[str, Any]
+    content: Any  # what torch.load gave: a dict, or the authors' NeurOp-Diff list
     kind: str | None
 
     @classmethod
     def read(cls, path: str | PathLike[str]) -> Checkpoint:
-        obj = read_checkpoint(path, mmap=True)
-        return cls(str(path), obj if isinstance(obj, Mapping) else {}, checkpoint_kind(obj))
+        return cls.of(read_checkpoint(path, mmap=True), str(path))
+
+    @classmethod
+    def of(cls, obj: Any, source: str = "this checkpoint") -> Checkpoint:
+        """The view of an object already read (``read_checkpoint``); ``source`` names it in messages."""
+        return cls(source, obj, checkpoint_kind(obj))
 
     @property
     def hparams(self) -> dict[str, Any]:
         """The training module's hyper-parameters ({} for the authors' weights)."""
-        return dict(self.content.get("hyper_parameters") or {})
+        return dict(self._mapping.get("hyper_parameters") or {})
 
     @property
     def data_hparams(self) -> dict[str, Any]:
         """The datamodule's hyper-parameters ({} when not recorded)."""
-        return dict(self.content.get("datamodule_hyper_parameters") or {})
+        return dict(self._mapping.get("datamodule_hyper_parameters") or {})
+
+    @property
+    def _mapping(self) -> Mapping[str, Any]:
+        return self.content if isinstance(self.content, Mapping) else {}
+
+    def stage(self) -> str:
+        """``"operator"`` or ``"diffusion"``: what loading this file for inference gives."""
+        stage = KINDS.get(self.kind or "", ("", None))[1]
+        if stage is None:
+            what = KINDS[self.kind][0] if self.kind in KINDS else "not a checkpoint neurop-diff knows"
+            raise ValueError(f"{self.source} is {what}: {_CONVERT}")
+        return stage
+
+    def require(self, expected: str) -> Checkpoint:
+        """Checks that the file is what ``expected`` needs: ``"operator"`` (an operator from any source, as
+        ``operator_ckpt`` takes) or a LightningModule class name (its training checkpoint, as ``--ckpt_path``
+        and ``load_from_checkpoint`` take; a class the package does not know passes). Returns ``self``.
+
+        Raises:
+            ValueError: one sentence naming the file, what it is, what is expected and what to do instead.
+        """
+        if expected == "operator":
+            if KINDS.get(self.kind or "", ("", None))[1] == "operator":
+                return self
+            needed = "an operator checkpoint (OperatorModule, or the authors' SRNO / LIIF weights)"
+        elif self.kind not in STAGES and not isinstance(self._mapping.get("state_dict"), Mapping):
+            raise ValueError(
+                f"{self.source} is not a neurop-diff training checkpoint (no 'state_dict'): {_CONVERT}"
+            )
+        elif self.kind not in STAGES or expected not in STAGES or self.kind == expected:
+            return self
+        else:
+            needed = f"{_article(expected)} {expected} checkpoint ({STAGES[expected]})"
+        hint = ""
+        if self.kind == "neuropdiff":
+            hint = f"; {_CONVERT}"
+        elif (self.kind, expected) == ("OperatorModule", "DiffusionModule"):
+            hint = (
+                "; to guide a diffusion model with this operator give it as --model.init_args.operator_ckpt"
+            )
+        what = KINDS[self.kind][0] if self.kind in KINDS else ""
+        kind = (
+            f"{_article(self.kind)} {self.kind} checkpoint ({what})"
+            if what
+            else "not a file neurop-diff knows"
+        )
+        raise ValueError(f"{self.source} is {kind}; {needed} is expected here{hint}")
+
+    def operator_args(self) -> dict[str, Any]:
+        """The operator's ``arch`` and sizes (:func:`build_operator` rebuilds it)."""
+        if self.kind == "DiffusionModule":
+            args = self.hparams.get("operator_args")
+            if not args:
+                raise ValueError(
+                    f"{self.source} has no operator (a diffusion model with the bicubic condition)"
+                )
+            return operator_args(str(args.get("arch", "srno")), args)
+        if self.kind == "OperatorModule":
+            hp = self.hparams  # no arch: made before LIIF was added, an SRNO
+            return operator_args(hp.get("arch", "srno"), hp)
+        if self.kind == "liif":
+            try:
+                return operator_args("liif", liif_args_from_state_dict(extract_liif_state_dict(self.content)))
+            except ValueError as err:
+                raise ValueError(f"{self.source}: {err}") from err
+        self.require("operator")
+        return operator_args("srno", srno_args_from_state_dict(extract_srno_state_dict(self.content)))
 
     def operator(self) -> Operator:
-        """The trained operator: of an OperatorModule checkpoint, the authors' SRNO / LIIF weights, or the one
-        stored inside a DiffusionModule checkpoint."""
-        if self.kind != "DiffusionModule":
-            return load_operator(self.content)[0]
-        args = self.hparams.get("operator_args")
-        if not args:
-            raise ValueError(f"{self.source} has no operator (a diffusion model with the bicubic condition)")
-        operator = build_operator(args)  # only the operator: the UNet is neither built nor loaded
-        operator.load_state_dict(_sub_state(self.content["state_dict"], "model.operator."))
-        return operator.eval()
+        """The trained operator (eval mode, frozen): of an OperatorModule checkpoint, the authors' SRNO / LIIF
+        weights, or the one stored inside a DiffusionModule checkpoint (only it is built and loaded)."""
+        args = self.operator_args()
+        model = build_operator(args)
+        if self.kind == "srno":
+            model = load_srno_weights(model, self.content)
+        elif self.kind == "liif":
+            model = load_liif_weights(model, self.content)
+        else:
+            prefix = "model.operator." if self.kind == "DiffusionModule" else "model."
+            try:
+                model.load_state_dict(_sub_state(self.content["state_dict"], prefix))  # strict
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{self.source} does not fit the operator architecture it records (arch "
+                    f"{args['arch']!r}): {err}"
+                ) from err
+        return model.eval().requires_grad_(False)
 
     def neuropdiff(self) -> NeurOpDiff:
         """NeurOp-Diff of a DiffusionModule checkpoint (its stored weights: EMA weights when trained with EMA)."""
+        self.require("DiffusionModule")
         if self.kind != "DiffusionModule":
-            hint = (
-                stage_hint(self.kind, "DiffusionModule")
-                or f"{self.source} is not a DiffusionModule checkpoint"
-            )
-            raise ValueError(hint)
+            raise ValueError(f"{self.source} is not a DiffusionModule checkpoint")
         hp = self.hparams
         operator = build_operator(hp["operator_args"]) if hp.get("operator_args") else None
         model = neuropdiff_from_hparams(hp, operator)
@@ -241,6 +309,32 @@ class Checkpoint:
     def sampling(self, **overrides: Any) -> SamplingOptions:
         """The sampling options the checkpoint records, with ``overrides`` (None values ignored) on top."""
         return SamplingOptions.from_hparams(self.hparams, **overrides)
+
+    def authors_weights(self, use_ema: bool = True) -> AuthorsWeights:
+        """The authors' SRNO / LIIF / NeurOp-Diff weights in our names, strictly checked (``neurop-diff
+        import-weights``); ``use_ema``: the NeurOp-Diff EMA weights. Errors name the file."""
+        if self.kind in STAGES:
+            raise ValueError(f"{self.source} is already a neurop-diff checkpoint ({STAGES[self.kind]})")
+        unet = None
+        try:
+            if self.kind == "liif":
+                liif_sd = extract_liif_state_dict(self.content)  # refuses the unsupported LIIF variants
+                args = operator_args("liif", liif_args_from_state_dict(liif_sd))
+                return AuthorsWeights("liif", args, convert_liif_state_dict(liif_sd))
+            if self.kind == "neuropdiff":
+                unet, srno_sd = split_neuropdiff_checkpoint(self.content, use_ema, source=self.source)
+            else:
+                srno_sd = extract_srno_state_dict(self.content)
+            args = operator_args("srno", srno_args_from_state_dict(srno_sd))
+            state = convert_srno_state_dict(srno_sd)  # checked against SRNO(**args) (on the meta device)
+        except ValueError as err:
+            raise ValueError(f"{self.source}: {err}" if self.source not in str(err) else str(err)) from err
+        return AuthorsWeights("neuropdiff" if unet is not None else "srno", args, state, unet)
+
+
+def read_authors_weights(source: str | PathLike[str], use_ema: bool = True) -> AuthorsWeights:
+    """:meth:`Checkpoint.authors_weights` of the file ``source``."""
+    return Checkpoint.read(source).authors_weights(use_ema)
 
 
 def _sub_state(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
