@@ -5,8 +5,8 @@ evaluated with distortion and realism measures at several checkpoints and sample
     python benchmarks/diffusion_learning.py --phase eval                             # every saved checkpoint
     python benchmarks/diffusion_learning.py --phase report                           # table + figures
 
-At the demo's size (RSSCN7 at 96 px, the demo's operator: `configs/operator_small.yaml`, 600 steps; the demo's
-UNet: `configs/diffusion_small.yaml`, batch 8, EMA 0.99), each variant is trained with the documented CLI for the
+At the demo's size (RSSCN7 at 96 px, the demo's operator: `configs/operator.yaml` + `configs/model/small.yaml`,
+600 steps; the demo's UNet: `configs/diffusion_small.yaml`, batch 8, EMA 0.99), each variant is trained with the documented CLI for the
 same number of optimizer steps (given in steps so the result does not depend on the machine's load; the seconds
 per step are printed). A checkpoint (EMA weights) is kept every `--eval-every` steps. The eval phase samples every
 checkpoint on `--val-images` val images at x2, x4, x8 with DDIM (trailing spacing unless the variant says
@@ -79,7 +79,8 @@ def train_operator(args: argparse.Namespace) -> Path:
         print(f"operator: reusing {ckpt}")
         return ckpt
     neurop_diff([
-        "fit", "--config", str(Path(args.configs) / "operator_small.yaml"), *data_args(args),
+        "fit", "--config", str(Path(args.configs) / "operator.yaml"),
+        "--config", str(Path(args.configs) / "model" / "small.yaml"), *data_args(args),
         f"--trainer.max_steps={args.operator_steps}", f"--trainer.val_check_interval={args.operator_steps}",
         f"--trainer.logger.init_args.save_dir={args.out}", "--trainer.logger.init_args.version=bench",
         "--trainer.enable_progress_bar=false",

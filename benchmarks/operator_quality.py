@@ -3,7 +3,7 @@ PSNR/SSIM per scale for the operator and for bicubic. Target: the operator beats
 
     python benchmarks/operator_quality.py --minutes 20 --root ../shared/data/rsscn7
 
-It is the documented CLI recipe (`neurop-diff fit --config configs/operator_small.yaml ...` with a time limit
+It is the documented CLI recipe (`neurop-diff fit --config configs/operator.yaml --config configs/model/small.yaml ...` with a time limit
 and a mid-size SRNO on 256 px images) followed by a read of the run's results/val/metrics.csv.
 """
 
@@ -25,7 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(args: argparse.Namespace) -> Path:
     version = time.strftime("%Y%m%d-%H%M%S")
-    config = ["--config", str(REPO / "configs/operator_small.yaml")]
+    config = [
+        "--config",
+        str(REPO / "configs/operator.yaml"),
+        "--config",
+        str(REPO / "configs/model/small.yaml"),
+    ]
     data = [
         f"--data.init_args.root={args.root}",
         "--data.init_args.dataset=rsscn7",

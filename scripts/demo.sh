@@ -28,7 +28,7 @@ DATA_ARGS=(--data.init_args.root "$DATA" --data.init_args.dataset "$DATASET" --d
 LOG_ARGS=(--trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.version "$RUN")
 
 echo "== [1/3] operator (SRNO), ${OPERATOR_STEPS:-600} steps on $DATA ($DATASET)"
-"$NEUROP_DIFF" fit --config configs/operator_small.yaml "${DATA_ARGS[@]}" "${LOG_ARGS[@]}" \
+"$NEUROP_DIFF" fit --config configs/operator.yaml --config configs/model/small.yaml "${DATA_ARGS[@]}" "${LOG_ARGS[@]}" \
   --trainer.max_steps "${OPERATOR_STEPS:-600}" --trainer.val_check_interval "${OPERATOR_STEPS:-600}"
 OPERATOR_CKPT="$OUT/operator/$RUN/checkpoints/last.ckpt"
 

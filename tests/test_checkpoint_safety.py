@@ -51,7 +51,9 @@ def fit_args(root: Path, save_dir: Path, steps: int) -> list[str]:
     return [
         "fit",
         "--config",
-        str(REPO / "configs/operator_small.yaml"),
+        str(REPO / "configs/operator.yaml"),
+        "--config",
+        str(REPO / "configs/model/small.yaml"),
         *TINY_OPERATOR,
         f"--data.init_args.root={root / 'rsscn7'}",
         *TINY_DATA,

@@ -85,15 +85,29 @@ def test_print_config(config, capsys):
 
 def test_unknown_config_key_names_it(capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(REPO / "configs/operator_small.yaml"), "--model.init_args.widht=3"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/operator.yaml"),
+                "--config",
+                str(REPO / "configs/model/small.yaml"),
+                "--model.init_args.widht=3",
+            ]
+        )
     assert "widht" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_fit_and_test_both_stages(tmp_path, shared_data):
     data = [f"--data.init_args.root={shared_data / 'rsscn7'}", *TINY_DATA]
-    op_cfg = str(REPO / "configs/operator_small.yaml")
-    main(["fit", "--config", op_cfg, *data, *TINY_OPERATOR, *_trainer_args(tmp_path, "operator", 4)])
+    op_cfg = [
+        "--config",
+        str(REPO / "configs/operator.yaml"),
+        "--config",
+        str(REPO / "configs/model/small.yaml"),
+    ]
+    main(["fit", *op_cfg, *data, *TINY_OPERATOR, *_trainer_args(tmp_path, "operator", 4)])
     op_ckpt = tmp_path / "operator/v0/checkpoints/last.ckpt"
     assert op_ckpt.is_file()
     ckpt = torch.load(op_ckpt, weights_only=True, map_location="cpu")
@@ -108,8 +122,7 @@ def test_fit_and_test_both_stages(tmp_path, shared_data):
     main(
         [
             "test",
-            "--config",
-            op_cfg,
+            *op_cfg,
             *data,
             *TINY_OPERATOR,  # the checkpoint's architecture: the config's other sizes would be an error
             *_trainer_args(tmp_path, "operator_test", 1),

@@ -22,7 +22,13 @@ from test_resume import callbacks_config
 
 REPO = Path(__file__).resolve().parents[1]
 DIFFUSION_CFG = str(REPO / "configs/diffusion_small.yaml")
-OPERATOR_CFG = str(REPO / "configs/operator_small.yaml")
+#: The CPU-sized operator: the base config and the small overlay.
+OPERATOR_CFG = [
+    "--config",
+    str(REPO / "configs/operator.yaml"),
+    "--config",
+    str(REPO / "configs/model/small.yaml"),
+]
 
 
 def _logger(root: Path, name: str) -> list[str]:
@@ -93,7 +99,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_older_checkpoint(
 
     monkeypatch.setattr(AtomicCheckpointIO, "_dump", dump)
     cbs = callbacks_config(tmp_path / "callbacks.yaml")  # last.ckpt after every step
-    argv = ["neurop-diff", "fit", "--config", OPERATOR_CFG, "--config", str(cbs), *TINY_DATA,
+    argv = ["neurop-diff", "fit", *OPERATOR_CFG, "--config", str(cbs), *TINY_DATA,
             f"--data.init_args.root={shared_data / 'rsscn7'}", "--model.init_args.width=16",
             "--model.init_args.heads=2", "--data.init_args.lr_patch=12", "--trainer.max_steps=3",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", *_logger(tmp_path, "run")]  # fmt: skip
@@ -112,7 +118,7 @@ def test_yaml_syntax_error_names_the_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_steps: [1\n  foo: : bar\n")
     with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", OPERATOR_CFG, "--config", str(bad)])
+        main(["fit", *OPERATOR_CFG, "--config", str(bad)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert (
@@ -121,7 +127,7 @@ def test_yaml_syntax_error_names_the_file(tmp_path, capsys):
 
 
 def test_console_run_does_not_warn_about_args_and_command_line(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["neurop-diff", "fit", "--config", OPERATOR_CFG, "--print_config"])
+    monkeypatch.setattr(sys, "argv", ["neurop-diff", "fit", *OPERATOR_CFG, "--print_config"])
     with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exc:
         warnings.simplefilter("always")
         main()
@@ -147,6 +153,6 @@ def test_pinned_private_behaviour(capsys):
         ("--trainer.max_stepz=3", compat.UNKNOWN_OPTION),
     ]:
         with pytest.raises(SystemExit):
-            main(["fit", "--config", OPERATOR_CFG, flag])
+            main(["fit", *OPERATOR_CFG, flag])
         assert pattern.search(capsys.readouterr().err), flag
     # compat.parser_options (argparse's _actions) is pinned by the trainer-key hint of test_loading_errors.

@@ -338,7 +338,7 @@ def real_run(
         {"class_path": "neurop_diff.callbacks.SRMetrics", "init_args": {"lpips": False, "grid_images": 0}},
     ]}}))  # fmt: skip
     main([
-        "test", "--config", str(REPO / "configs/operator_small.yaml"), "--config", str(metrics),
+        "test", "--config", str(REPO / "configs/operator.yaml"), "--config", str(REPO / "configs/model/small.yaml"), "--config", str(metrics),
         f"--data.init_args.root={data}", *TINY_DATA, *TINY_OPERATOR,
         "--data.init_args.test_scales=[2, 2.5, 9]",
         f"--trainer.logger.init_args.save_dir={root}", "--trainer.logger.init_args.name=operator",

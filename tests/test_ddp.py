@@ -111,12 +111,21 @@ def test_ddp_two_cpu_processes_fit_and_test_both_stages(shared_data, tmp_path):
     fit_cbs = callbacks(tmp_path / "fit.yaml", tmp_path / "fit_results", extra)
     op_ckpt = tmp_path / "operator/v0/checkpoints/last.ckpt"
     diff_ckpt = tmp_path / "diffusion/v0/checkpoints/last.ckpt"
-    operator = ["--config", str(REPO / "configs/operator_small.yaml"), *TINY_OPERATOR]
+    operator = [
+        "--config",
+        str(REPO / "configs/operator.yaml"),
+        "--config",
+        str(REPO / "configs/model/small.yaml"),
+        *TINY_OPERATOR,
+    ]
     diffusion = ["--config", str(REPO / "configs/diffusion_small.yaml"), *TINY_UNET]
     diffusion += ["--model.init_args.sampling_steps=2"]
 
     def run(stage: str, model: list[str], name: str, cbs: Path, *more: str) -> list[str]:
-        return [stage, *model[:2], "--config", ddp_cfg, "--config", str(cbs), *model[2:],
+        n = (
+            len(model) - model[::-1].index("--config") + 1
+        )  # the stage's config files, then the DDP ones on top
+        return [stage, *model[:n], "--config", ddp_cfg, "--config", str(cbs), *model[n:],
                 *common(shared_data, tmp_path, name), *more]  # fmt: skip
 
     runs = [
@@ -184,7 +193,7 @@ def test_ddp_two_cpu_processes_fit_and_test_both_stages(shared_data, tmp_path):
 
 def test_bf16_mixed_on_cpu(shared_data, tmp_path):
     cbs = callbacks(tmp_path / "cbs.yaml", tmp_path / "results")
-    main(["fit", "--config", str(REPO / "configs/operator_small.yaml"), "--config", str(REPO / "configs/trainer/bf16.yaml"),
+    main(["fit", "--config", str(REPO / "configs/operator.yaml"), "--config", str(REPO / "configs/model/small.yaml"), "--config", str(REPO / "configs/trainer/bf16.yaml"),
           "--config", str(cbs), *TINY_OPERATOR, *common(shared_data, tmp_path, "bf16"), "--trainer.max_steps=2",
           "--trainer.val_check_interval=2"])  # fmt: skip
     ckpt = torch.load(tmp_path / "bf16/v0/checkpoints/last.ckpt", weights_only=True)

@@ -42,7 +42,8 @@ def test_sets_load_and_plan(spec):
     assert [s.command for s in steps] == ["fit", "test"] * len(exp.runs) + ["compare"]
     small = spec.stem == "cpu"
     for run in exp.runs:
-        assert all(("_small" in c) == small for c in run.configs if "configs/experiments" not in c)
+        sized = [c for c in run.configs if "configs/experiments" not in c]
+        assert any(Path(c).stem.endswith("small") for c in sized) == small, sized
         fit = next(s for s in steps if s.run == run.name and s.command == "fit")
         if run.stage == "diffusion":  # guided by its operator run's checkpoint
             guide = run.operator or next(r.name for r in exp.runs if r.stage == "operator")
@@ -82,7 +83,13 @@ def _write(tmp_path: Path, spec: dict) -> Path:
 def test_bad_specs_name_the_file_and_key(tmp_path):
     good = {
         "name": "x",
-        "runs": [{"name": "op", "stage": "operator", "configs": ["configs/operator_small.yaml"]}],
+        "runs": [
+            {
+                "name": "op",
+                "stage": "operator",
+                "configs": ["configs/operator.yaml", "configs/model/small.yaml"],
+            }
+        ],
     }
     load_experiment(_write(tmp_path, good), root=REPO)
     wrong_guide = {
@@ -118,7 +125,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_continues(tmp_path, shared_data, 
         "paper": "table5",
         "test_args": ["--data.init_args.test_scales=[4]"],
         "runs": [
-            {"name": "srno", "stage": "operator", "configs": ["configs/operator_small.yaml"],
+            {"name": "srno", "stage": "operator", "configs": ["configs/operator.yaml", "configs/model/small.yaml"],
              "args": [*TINY_OPERATOR, *steps]},
             {"name": "neurop_diff", "stage": "diffusion", "configs": ["configs/diffusion_small.yaml"],
              "args": [*TINY_UNET, *steps]},
@@ -165,7 +172,13 @@ def test_commands_are_checked_before_anything_trains(tmp_path):
     spec = {
         "name": "bad",
         "test_args": ["--model.init_args.sampling_steps=20"],  # a diffusion option, given to the operator too
-        "runs": [{"name": "srno", "stage": "operator", "configs": ["configs/operator_small.yaml"]}],
+        "runs": [
+            {
+                "name": "srno",
+                "stage": "operator",
+                "configs": ["configs/operator.yaml", "configs/model/small.yaml"],
+            }
+        ],
     }
     calls = []
     with pytest.raises(ValueError, match="the test command of run 'srno' does not parse") as err:

@@ -73,7 +73,9 @@ def test_imported_operator_runs_through_cli_test(tmp_path, shared_data):
         [
             "test",
             "--config",
-            str(REPO / "configs/operator_small.yaml"),
+            str(REPO / "configs/operator.yaml"),
+            "--config",
+            str(REPO / "configs/model/small.yaml"),
             # the imported (authors') size: the small config's contradicts the checkpoint, an error
             *(f"--model.init_args.{k}={v}" for k, v in SRNO_DEFAULTS.items()),
             f"--data.init_args.root={shared_data / 'rsscn7'}",

@@ -27,7 +27,12 @@ from neurop_diff.weights import (
 from test_cli import TINY_DATA, TINY_UNET, _metrics, _trainer_args
 
 REPO = Path(__file__).resolve().parents[1]
-LIIF_SMALL = str(REPO / "configs/operator_liif_small.yaml")
+#: The CPU-sized LIIF: the operator base, the LIIF overlay, the small overlay.
+LIIF_SMALL = [
+    *("--config", str(REPO / "configs/operator.yaml")),
+    *("--config", str(REPO / "configs/model/liif.yaml")),
+    *("--config", str(REPO / "configs/model/small.yaml")),
+]
 DIFF_SMALL = str(REPO / "configs/diffusion_small.yaml")
 TINY = {"encoder_blocks": 1, "encoder_width": 8, "mlp_width": 16, "mlp_depth": 2}
 TINY_LIIF = [
@@ -269,7 +274,7 @@ def test_cli_refuses_a_config_of_the_other_arch(tmp_path, shared_data):
     srno = tmp_path / "srno.ckpt"
     torch.save(lightning_checkpoint(OperatorModule(**TINY_SRNO)), srno)
     with pytest.raises(ValueError, match=r"arch: checkpoint 'srno', given 'liif'"):
-        main(["test", "--config", LIIF_SMALL, f"--data.init_args.root={shared_data / 'rsscn7'}",
+        main(["test", *LIIF_SMALL, f"--data.init_args.root={shared_data / 'rsscn7'}",
               *_trainer_args(tmp_path, "x", 1), f"--ckpt_path={srno}"])  # fmt: skip
 
 
@@ -302,7 +307,7 @@ def test_operator_features_needs_srno():
 def liif_fit(tmp_path_factory, shared_data):
     tmp = tmp_path_factory.mktemp("liif")
     data = [f"--data.init_args.root={shared_data / 'rsscn7'}", *TINY_DATA]
-    main(["fit", "--config", LIIF_SMALL, *data, *TINY_LIIF, *_trainer_args(tmp, "liif", 8),
+    main(["fit", *LIIF_SMALL, *data, *TINY_LIIF, *_trainer_args(tmp, "liif", 8),
           "--trainer.log_every_n_steps=1"])  # fmt: skip
     return tmp, tmp / "liif/v0/checkpoints/last.ckpt", data
 
@@ -366,7 +371,7 @@ def test_liif_checkpoint_guides_the_diffusion_stage(liif_fit, tmp_path):
     test = ["--data.init_args.test_scales=[3]", "--data.init_args.max_eval_images=2"]
     main(["test", "--config", DIFF_SMALL, *data, *TINY_UNET, *_trainer_args(tmp_path, "diff_test", 1), *test,
           f"--ckpt_path={diff_ckpt}"])  # fmt: skip
-    main(["test", "--config", LIIF_SMALL, *data, *TINY_LIIF, *_trainer_args(tmp_path, "op_test", 1), *test,
+    main(["test", *LIIF_SMALL, *data, *TINY_LIIF, *_trainer_args(tmp_path, "op_test", 1), *test,
           f"--ckpt_path={op_ckpt}"])  # fmt: skip
     diffusion, operator = _metrics(tmp_path / "diff_test/v0"), _metrics(tmp_path / "op_test/v0")
     assert "test/psnr_x3" in diffusion
@@ -374,17 +379,36 @@ def test_liif_checkpoint_guides_the_diffusion_stage(liif_fit, tmp_path):
     assert diffusion["test/psnr_operator_x3"] == pytest.approx(operator["test/psnr_x3"], abs=1e-4)
 
 
-def test_liif_configs_parse(capsys):
+def test_operator_overlays_compose(capsys):
+    """One operator base (configs/operator.yaml, SRNO) and configs/model/ overlays: liif switches the arch and
+    LIIF's optimiser, small sizes either arch for the CPU, srno switches back."""
     import yaml
 
-    texts = {}
-    for config in ("operator_liif.yaml", "operator_liif_small.yaml"):
+    def composed(*overlays: str) -> dict:
+        files = ["operator.yaml", *(f"model/{o}.yaml" for o in overlays)]
         with pytest.raises(SystemExit):
-            main(["fit", "--config", str(REPO / "configs" / config), "--print_config"])
-        texts[config] = yaml.safe_load(capsys.readouterr().out)
-    for cfg in texts.values():
-        assert cfg["model"]["init_args"]["arch"] == "liif"
-    full = texts["operator_liif.yaml"]
-    assert full["model"]["init_args"]["lr"] == pytest.approx(1e-4)
-    assert full["model"]["init_args"]["mlp_width"] == 256 and full["model"]["init_args"]["mlp_depth"] == 4
-    assert full["data"]["init_args"]["batch_size"] == 16 and full["data"]["init_args"]["lr_patch"] == 48
+            main(
+                [
+                    "fit",
+                    *(a for f in files for a in ("--config", str(REPO / "configs" / f))),
+                    "--print_config",
+                ]
+            )
+        cfg = yaml.safe_load(capsys.readouterr().out)
+        return {**cfg["model"]["init_args"], **cfg["data"]["init_args"], "trainer": cfg["trainer"]}
+
+    base, liif, small = composed(), composed("liif"), composed("small")
+    liif_small, back = composed("liif", "small"), composed("liif", "srno")
+    assert (
+        base["arch"] == "srno" and base["width"] == 256 and base["heads"] == 16 and base["batch_size"] == 64
+    )
+    assert liif["arch"] == "liif" and liif["mlp_width"] == 256 and liif["mlp_depth"] == 4
+    assert liif["lr"] == pytest.approx(1e-4) and liif["warmup_fraction"] == 0.0
+    assert liif["batch_size"] == 16 and liif["lr_patch"] == 48 and liif["dataset"] == "ucmerced"
+    assert liif["trainer"]["logger"][0]["init_args"]["name"] == "liif"
+    assert small["arch"] == "srno" and (small["width"], small["heads"], small["encoder_blocks"]) == (64, 4, 4)
+    assert small["dataset"] == "rsscn7" and small["hr_size"] == 96 and small["lr_patch"] == 32
+    assert small["lr"] == pytest.approx(1e-3) and small["trainer"]["max_steps"] == 300
+    assert small["trainer"]["max_epochs"] is None and small["trainer"]["accelerator"] == "cpu"
+    assert liif_small["arch"] == "liif" and liif_small["mlp_width"] == 64 and liif_small["batch_size"] == 16
+    assert back == base  # srno undoes liif, loggers included

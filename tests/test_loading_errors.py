@@ -18,7 +18,13 @@ from neurop_diff.lit.operator import load_operator
 from test_cli import TINY_DATA, TINY_OPERATOR, TINY_UNET
 
 REPO = Path(__file__).resolve().parents[1]
-OPERATOR_CFG = str(REPO / "configs/operator_small.yaml")
+#: The CPU-sized operator: the base config and the small overlay.
+OPERATOR_CFG = [
+    "--config",
+    str(REPO / "configs/operator.yaml"),
+    "--config",
+    str(REPO / "configs/model/small.yaml"),
+]
 DIFFUSION_CFG = str(REPO / "configs/diffusion_small.yaml")
 
 
@@ -81,7 +87,7 @@ def test_diffusion_checkpoint_where_an_operator_one_is_expected(ckpts):
     path = re.escape(str(ckpts["diffusion"]))
     wrong = r"is a DiffusionModule checkpoint \(stage 2[^)]*\); an OperatorModule checkpoint \(stage 1"
     with pytest.raises(ValueError, match=path + " " + wrong):
-        main(["test", "--config", OPERATOR_CFG, f"--ckpt_path={ckpts['diffusion']}"])
+        main(["test", *OPERATOR_CFG, f"--ckpt_path={ckpts['diffusion']}"])
     # ... as the diffusion stage's operator
     with pytest.raises(
         ValueError, match=path + r" is a DiffusionModule checkpoint .*; an operator checkpoint"
@@ -124,8 +130,7 @@ def test_another_architecture_names_the_parameters_and_settings(ckpts, tmp_path)
         main(
             [
                 "test",
-                "--config",
-                OPERATOR_CFG,
+                *OPERATOR_CFG,
                 *TINY_OPERATOR,  # the checkpoint's architecture (another one is an error of its own)
                 f"--data.init_args.root={root}",
                 *TINY_DATA,
@@ -147,7 +152,7 @@ def test_another_architecture_names_the_parameters_and_settings(ckpts, tmp_path)
 def test_truncated_file_is_named(ckpts, which):
     path = ckpts[which]
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a checkpoint: truncated or corrupt"):
-        main(["test", "--config", OPERATOR_CFG, f"--ckpt_path={path}"])
+        main(["test", *OPERATOR_CFG, f"--ckpt_path={path}"])
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a checkpoint: truncated or corrupt"):
         main(["fit", "--config", DIFFUSION_CFG, f"--model.init_args.operator_ckpt={path}"])
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a checkpoint: truncated or corrupt"):
@@ -170,7 +175,7 @@ def test_third_party_weights_never_run_code(tmp_path):
     torch.save({"model": {"sd": {"encoder.head.0.weight": torch.zeros(1)}}, "extra": _Payload(marker)}, path)
     for load in (
         lambda: load_operator(path),
-        lambda: main(["test", "--config", OPERATOR_CFG, f"--ckpt_path={path}"]),
+        lambda: main(["test", *OPERATOR_CFG, f"--ckpt_path={path}"]),
     ):
         with pytest.raises(
             ValueError, match=rf"{re.escape(str(path))}: holds Python objects, refused: would execute code"
@@ -181,18 +186,18 @@ def test_third_party_weights_never_run_code(tmp_path):
 
 def test_unknown_config_keys_suggest_the_closest(capsys, tmp_path):
     with pytest.raises(SystemExit):
-        main(["fit", "--config", OPERATOR_CFG, "--model.init_args.widht=3"])
+        main(["fit", *OPERATOR_CFG, "--model.init_args.widht=3"])
     assert "'widht' is not an argument of neurop_diff.lit.OperatorModule: did you mean 'width'?" in (
         capsys.readouterr().err
     )
     with pytest.raises(SystemExit):
-        main(["fit", "--config", OPERATOR_CFG, "--data.init_args.batchsize=3"])
+        main(["fit", *OPERATOR_CFG, "--data.init_args.batchsize=3"])
     assert "did you mean 'batch_size'?" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", "--config", OPERATOR_CFG, "--trainer.max_stepz=3"])
+        main(["fit", *OPERATOR_CFG, "--trainer.max_stepz=3"])
     assert "'trainer.max_stepz' does not exist: did you mean 'trainer.max_steps'?" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  gradient_clip_vall: 1.0\n")
     with pytest.raises(SystemExit):
-        main(["fit", "--config", OPERATOR_CFG, "--config", str(bad)])
+        main(["fit", *OPERATOR_CFG, "--config", str(bad)])
     assert "did you mean 'trainer.gradient_clip_val'?" in capsys.readouterr().err

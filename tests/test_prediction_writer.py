@@ -50,7 +50,7 @@ def test_pixels_names_and_scales_are_written_exactly(tmp_path):
 def test_cli_predict_writes_every_test_image_at_every_scale(tmp_path, shared_data):
     main([
         "predict",
-        "--config", str(REPO / "configs/operator_small.yaml"),
+        "--config", str(REPO / "configs/operator.yaml"), "--config", str(REPO / "configs/model/small.yaml"),
         f"--data.init_args.root={shared_data / 'rsscn7'}",
         *TINY_DATA,
         *TINY_OPERATOR,

@@ -87,7 +87,14 @@ def run_args(root: Path, save_dir: Path, name: str, version: str | None = None) 
     return args
 
 
-OPERATOR = ["fit", "--config", str(REPO / "configs/operator_small.yaml"), *TINY_OPERATOR]
+OPERATOR = [
+    "fit",
+    "--config",
+    str(REPO / "configs/operator.yaml"),
+    "--config",
+    str(REPO / "configs/model/small.yaml"),
+    *TINY_OPERATOR,
+]
 
 
 def diffusion(operator_ckpt: Path) -> list[str]:

@@ -19,7 +19,13 @@ from neurop_diff.weights import CorruptCheckpointError, UnsafeCheckpointError, r
 from test_cli import TINY_OPERATOR
 
 REPO = Path(__file__).resolve().parents[1]
-OPERATOR_CFG = str(REPO / "configs/operator_small.yaml")
+#: The CPU-sized operator: the base config and the small overlay.
+OPERATOR_CFG = [
+    "--config",
+    str(REPO / "configs/operator.yaml"),
+    "--config",
+    str(REPO / "configs/model/small.yaml"),
+]
 DIFFUSION_CFG = str(REPO / "configs/diffusion_small.yaml")
 UNSAFE = "holds Python objects, refused: would execute code"
 
@@ -83,27 +89,24 @@ def test_malicious_file_at_every_entry_point(evil, tmp_path, shared_data, capsys
         ),
         "Python API": lambda: neurop_diff.upscale(str(image), 2, checkpoint=path, device="cpu"),
         "import-weights": lambda: main(["import-weights", str(path), "--out", str(tmp_path / "x.ckpt")]),
-        "--ckpt_path PATH": lambda: main(["test", "--config", OPERATOR_CFG, f"--ckpt_path={path}"]),
+        "--ckpt_path PATH": lambda: main(["test", *OPERATOR_CFG, f"--ckpt_path={path}"]),
         "--ckpt_path PATH --weights_only false": lambda: main(
-            ["fit", "--config", OPERATOR_CFG, f"--ckpt_path={path}", "--weights_only=false"]
+            ["fit", *OPERATOR_CFG, f"--ckpt_path={path}", "--weights_only=false"]
         ),
         "--ckpt_path last": lambda: main(
             [
                 "fit",
-                "--config",
-                OPERATOR_CFG,
+                *OPERATOR_CFG,
                 *logger,
                 "--trainer.logger.init_args.version=v0",
                 "--ckpt_path=last",
             ]
         ),
-        "--ckpt_path last (unversioned)": lambda: main(
-            ["fit", "--config", OPERATOR_CFG, *logger, "--ckpt_path=last"]
-        ),
+        "--ckpt_path last (unversioned)": lambda: main(["fit", *OPERATOR_CFG, *logger, "--ckpt_path=last"]),
         "operator_ckpt": lambda: main(
             ["fit", "--config", DIFFUSION_CFG, f"--model.init_args.operator_ckpt={path}"]
         ),
-        "weights": lambda: main(["fit", "--config", OPERATOR_CFG, f"--model.init_args.weights={path}"]),
+        "weights": lambda: main(["fit", *OPERATOR_CFG, f"--model.init_args.weights={path}"]),
         "load_from_checkpoint": lambda: OperatorModule.load_from_checkpoint(path, weights_only=False),
         "CheckpointIO": lambda: AtomicCheckpointIO().load_checkpoint(path, weights_only=False),
     }

@@ -87,7 +87,7 @@ def test_offline_run_folder_holds_metrics_and_images(tmp_path, shared_data, no_c
     cfg.write_text(yaml.safe_dump(loggers))
     main([
         "fit",
-        "--config", str(REPO / "configs/operator_small.yaml"),
+        "--config", str(REPO / "configs/operator.yaml"), "--config", str(REPO / "configs/model/small.yaml"),
         "--config", str(cfg),
         f"--data.init_args.root={shared_data / 'rsscn7'}",
         *TINY_DATA,

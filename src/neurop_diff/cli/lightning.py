@@ -112,7 +112,8 @@ class NeuropDiffCLI(LightningCLI):
         accepted = set(_accepted_keys(class_path))
         current = dict(vars(model_cfg.get("init_args") or {})) if model_cfg is not None else {}
         typed = _typed_init_args(self.parser, self._typed_args, sub)
-        arch = getattr(cls, "ARCH_HPARAMS", frozenset())
+        shape = getattr(cls, "shape_hparams", None)  # the settings that set the checkpoint's weight shapes
+        arch = shape(hparams) if shape is not None else getattr(cls, "ARCH_HPARAMS", frozenset())
         conflicts = [
             f"{k}: checkpoint {hparams[k]!r}, given {current[k]!r}"
             for k in sorted(typed & set(arch) & set(hparams))

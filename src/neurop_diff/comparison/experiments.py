@@ -8,7 +8,7 @@ compose with the stage configs (later files override earlier ones, as ``--config
     paper: table5                   # reference rows for `neurop-diff compare --paper`
     test_args: [--data.init_args.test_scales, "[4]"]
     runs:
-      - {name: srno, stage: operator, configs: [configs/operator_small.yaml]}
+      - {name: srno, stage: operator, configs: [configs/operator.yaml, configs/model/small.yaml]}
       - {name: bicubic, stage: diffusion, operator: srno,
          configs: [configs/diffusion_small.yaml, configs/experiments/table5/bicubic.yaml]}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from typing import Any, ClassVar
 
@@ -56,6 +56,12 @@ class SRTask(L.LightningModule):
 
     _train_batches: int = 0
 
+    @classmethod
+    def shape_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+        """The hyper-parameters that set the weights of a model with ``hparams`` (default: ``ARCH_HPARAMS``; a
+        module whose architectures take different sizes narrows it to the one ``hparams`` builds)."""
+        return cls.ARCH_HPARAMS
+
     def super_resolve(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -88,7 +94,9 @@ class SRTask(L.LightningModule):
             differ = [
                 f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
                 for k in self.hparams
-                if k in self.ARCH_HPARAMS and k in hp and plain_value(hp[k]) != plain_value(self.hparams[k])
+                if k in self.shape_hparams(hp)
+                and k in hp
+                and plain_value(hp[k]) != plain_value(self.hparams[k])
             ]
             why = (
                 f"the architecture settings differ ({', '.join(differ)})"

@@ -4,6 +4,7 @@ sampled scales."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -52,6 +53,13 @@ class OperatorModule(SRTask):
 
     #: Hyper-parameters that set parameter shapes (a checkpoint's value is kept; another one is an error).
     ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(("arch", *SRNO_ARGS, *LIIF_ARGS))
+
+    @classmethod
+    def shape_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+        """``arch`` and the sizes of that arch only: an SRNO checkpoint does not care about ``mlp_width`` (so a
+        config that sizes both archs, like configs/model/small.yaml, loads either). No ``arch``: an SRNO."""
+        sizes = LIIF_ARGS if hparams.get("arch", "srno") == "liif" else SRNO_ARGS
+        return frozenset(("arch", *sizes))
 
     def __init__(
         self,
