@@ -9,8 +9,8 @@ import torch
 
 from neurop_diff.cli import main
 from neurop_diff.lit import DiffusionModule, OperatorModule
-from neurop_diff.lit.operator import SRNO_DEFAULTS, load_operator
-from neurop_diff.weights import convert_srno_state_dict
+from neurop_diff.lit.operator import SRNO_DEFAULTS
+from neurop_diff.weights import convert_srno_state_dict, load_operator
 from neurop_diff.weights.unet import convert_unet_state_dict
 from test_cli import TINY_DATA, _metrics, _trainer_args
 from test_weights_srno import authors_state_dict, containers

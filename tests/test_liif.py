@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from neurop_diff.cli import main
 from neurop_diff.lit import DiffusionModule, OperatorModule
-from neurop_diff.lit.export import lightning_checkpoint
+from neurop_diff.lit.authors import lightning_checkpoint
 from neurop_diff.models import LIIF, SRNO
 from neurop_diff.weights import (
     build_operator,

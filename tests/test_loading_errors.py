@@ -14,7 +14,7 @@ import torch
 from neurop_diff.checkpointing import AtomicCheckpointIO
 from neurop_diff.cli import main
 from neurop_diff.lit import DiffusionModule, OperatorModule
-from neurop_diff.lit.operator import load_operator
+from neurop_diff.weights import load_operator
 from test_cli import TINY_DATA, TINY_OPERATOR, TINY_UNET
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_operator_checkpoint_where_a_diffusion_one_is_expected(ckpts):
     assert str(ckpts["operator"]) in text
     assert "is an OperatorModule checkpoint (stage 1" in text
     assert (
-        "a DiffusionModule checkpoint (stage 2, the diffusion model: configs/diffusion*.yaml) is expected"
+        "a DiffusionModule checkpoint (stage 2, the generative model: configs/diffusion*.yaml, flow*.yaml) is expected"
         in text
     )
     assert "--model.init_args.operator_ckpt" in text  # what to do instead

@@ -13,8 +13,8 @@ from neurop_diff.models.srno import SRNO
 from neurop_diff.weights import (
     convert_srno_state_dict,
     extract_srno_state_dict,
-    load_checkpoint_file,
     load_srno_weights,
+    read_checkpoint,
     srno_args_from_state_dict,
 )
 
@@ -335,18 +335,18 @@ def test_extract_rejects_other_containers():
 
 def test_checkpoint_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
-        load_checkpoint_file(tmp_path / "nope.pth")
+        read_checkpoint(tmp_path / "nope.pth")
     good = tmp_path / "good.pth"
     torch.save({"model": {"a": torch.arange(1000.0)}}, good)
-    assert torch.equal(load_checkpoint_file(good)["model"]["a"], torch.arange(1000.0))
+    assert torch.equal(read_checkpoint(good)["model"]["a"], torch.arange(1000.0))
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:500])
     with pytest.raises(ValueError, match=r"truncated\.pth.*truncated or corrupt"):
-        load_checkpoint_file(truncated)
+        read_checkpoint(truncated)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"model": {"a": torch.zeros(1)}, "obj": _Opaque()}, unsafe)
     with pytest.raises(ValueError, match=r"unsafe\.pth.*only plain weights are accepted"):
-        load_checkpoint_file(unsafe)
+        read_checkpoint(unsafe)
 
 
 class _Opaque:

@@ -10,7 +10,7 @@ __all__ = ["import_weights_main"]
 
 def import_weights_main(argv: list[str]) -> None:
     """Entry point of `neurop-diff import-weights` (``argv`` without the subcommand)."""
-    from neurop_diff.lit.export import import_weights
+    from neurop_diff.lit.authors import import_weights
 
     parser = argparse.ArgumentParser(
         prog="neurop-diff import-weights",

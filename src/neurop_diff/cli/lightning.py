@@ -112,11 +112,11 @@ class NeuropDiffCLI(LightningCLI):
         accepted = set(_accepted_keys(class_path))
         current = dict(vars(model_cfg.get("init_args") or {})) if model_cfg is not None else {}
         typed = _typed_init_args(self.parser, self._typed_args, sub)
-        shape = getattr(cls, "shape_hparams", None)  # the settings that set the checkpoint's weight shapes
-        arch = shape(hparams) if shape is not None else getattr(cls, "ARCH_HPARAMS", frozenset())
+        defining = getattr(cls, "weight_hparams", None)  # the settings that define the checkpoint's weights
+        weight_keys = defining(hparams) if defining is not None else getattr(cls, "ARCH_HPARAMS", frozenset())
         conflicts = [
             f"{k}: checkpoint {hparams[k]!r}, given {current[k]!r}"
-            for k in sorted(typed & set(arch) & set(hparams))
+            for k in sorted(typed & set(weight_keys) & set(hparams))
             if current.get(k) is not None and plain_value(current[k]) != plain_value(hparams[k])
         ]
         if conflicts:
@@ -128,7 +128,7 @@ class NeuropDiffCLI(LightningCLI):
         fill = {
             k: v
             for k, v in hparams.items()
-            if k in accepted and (k not in typed or (k in arch and current.get(k) is None))
+            if k in accepted and (k not in typed or (k in weight_keys and current.get(k) is None))
         }
         try:
             self.config = self.parser.parse_object(

@@ -119,11 +119,5 @@ def _load_file(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
         return LoadedModel(
             "diffusion", model.operator, model, scale_max, chunk, dev, path, ckpt.sampling(), tile
         )
-    try:
-        model = ckpt.operator()
-    except (KeyError, ValueError, TypeError) as err:
-        raise ValueError(
-            f"{path} is neither an OperatorModule/DiffusionModule checkpoint nor the authors' SRNO weights "
-            f"({err}); convert the authors' files with `neurop-diff import-weights`"
-        ) from err
+    model = ckpt.operator()  # its errors name the file, what it is and what to do
     return LoadedModel("operator", model.to(dev).eval(), None, scale_max, chunk, dev, path)

@@ -1,6 +1,6 @@
 """The Python API of the upscaler: `upscale(image, scale=3.7, checkpoint=...)` for any real scale >= 1.
 
-Stages: ``operator`` evaluates SRNO exactly over the whole scene (chunked: memory bounded by the chunk
+Stages: ``operator`` evaluates the operator (SRNO or LIIF) exactly over the whole scene (chunked: memory bounded by the chunk
 size, result identical to one full evaluation); ``diffusion`` computes the operator prior once for the
 whole scene, then samples on overlapping UNet-sized tiles blended at every step (``diffusion.tiling``);
 ``samples=K`` averages K samples and maps their spread (``inference.ensemble``, ``inference.uncertainty``).
@@ -36,7 +36,7 @@ from neurop_diff.inference.memory import check_memory
 from neurop_diff.inference.uncertainty import STD_MAX, check_samples, grey_channel, write_std
 
 if TYPE_CHECKING:
-    from neurop_diff.inference.loading import Source as Checkpoint
+    from neurop_diff.inference.loading import Source
 
 __all__ = [
     "DEFAULT_SCALE_MAX",
@@ -101,7 +101,7 @@ def upscale_tensor(
 ) -> Tensor:  # fmt: skip
     """SR of ``lr`` (1, 3, h, w) in [-1, 1] to ``size`` = (H, W); returns (1, 3, H, W) in [-1, 1] on the CPU.
 
-    ``operator``: the exact chunked SRNO evaluation. ``diffusion``: the model's own ``NeurOpDiff.sample``
+    ``operator``: the operator's exact chunked evaluation (SRNO or LIIF). ``diffusion``: the model's own ``NeurOpDiff.sample``
     (``sampler`` and ``steps`` default to the checkpoint's), starting noise from ``starting_noise(seed)``, on
     tiles of ``tile`` HR pixels (default: the UNet's training ``image_size``) overlapping by ``overlap``
     (default ``tile // 4``), ``tile_batch`` tiles per UNet call. With one tile covering the image this is
@@ -194,7 +194,7 @@ def upscale(
     scale: float | None = None,
     size: tuple[int, int] | None = None,
     *,
-    checkpoint: Checkpoint,
+    checkpoint: Source,
     stage: Stage | None = None,
     steps: int | None = None,
     sampler: str | None = None,
@@ -215,11 +215,12 @@ def upscale(
             integer dtypes: stretched as files are, float: in [0, 1]).
         scale, size: exactly one. Scales above the checkpoint's training range (its datamodule's
             ``scale_max``, default 8) run with an :class:`OutOfDistributionScaleWarning`.
-        checkpoint: a checkpoint path (OperatorModule or DiffusionModule, or the authors' SRNO weights), a
+        checkpoint: a checkpoint path (OperatorModule or DiffusionModule, or the authors' SRNO / LIIF weights), a
             module in memory, or a :class:`LoadedModel`.
         stage: ``"diffusion"`` or ``"operator"``; default the checkpoint's own stage. A diffusion checkpoint
             can also give its operator's output; an operator checkpoint cannot give ``"diffusion"``.
-        steps, sampler, seed: sampling steps and sampler (``ddim`` / ``ddpm``; default: the checkpoint's own)
+        steps, sampler, seed: sampling steps and sampler (``ddim``, ``ddpm``, ``euler``, ``heun``,
+            ``dpmpp_2m``; a flow: ``euler``, ``heun``, ``ddim``; default: the checkpoint's own)
             and the noise seed (diffusion; the same seed gives what ``neurop-diff test`` gives).
         tile, overlap, tile_batch: diffusion tiles in HR pixels (default: the UNet's training size, overlap
             a quarter of it), tiles per UNet call. The operator stage is always exact and ignores them.
@@ -263,7 +264,7 @@ def upscale_file(
     scale: float | None = None,
     size: tuple[int, int] | None = None,
     *,
-    checkpoint: Checkpoint,
+    checkpoint: Source,
     bands: tuple[int, ...] | None = None,
     device: str | torch.device = "auto",
     std_max: float = STD_MAX,

@@ -47,17 +47,13 @@ class SRTask(L.LightningModule):
     checkpoint) draws exactly what the uninterrupted run draws, on every rank.
     """
 
-    #: Metric that ModelCheckpoint / early stopping watch (logged by the SRMetrics callback).
-    monitor = "val/psnr"
-    mode = "max"
-
     #: Hyper-parameters that set the weights (shapes, meaning): a checkpoint's value wins; see neurop_diff.cli.
     ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset()
 
     _train_batches: int = 0
 
     @classmethod
-    def shape_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+    def weight_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
         """The hyper-parameters that set the weights of a model with ``hparams`` (default: ``ARCH_HPARAMS``; a
         module whose architectures take different sizes narrows it to the one ``hparams`` builds)."""
         return cls.ARCH_HPARAMS
@@ -94,7 +90,7 @@ class SRTask(L.LightningModule):
             differ = [
                 f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
                 for k in self.hparams
-                if k in self.shape_hparams(hp)
+                if k in self.weight_hparams(hp)
                 and k in hp
                 and plain_value(hp[k]) != plain_value(self.hparams[k])
             ]

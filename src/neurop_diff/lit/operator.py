@@ -21,12 +21,11 @@ from neurop_diff.weights import (
     SRNO_DEFAULTS,
     build_operator,
     load_liif_weights,
-    load_operator,
     load_srno_weights,
     operator_args,
 )
 
-__all__ = ["LIIF_ARGS", "SRNO_ARGS", "SRNO_DEFAULTS", "Arch", "OperatorModule", "load_operator"]
+__all__ = ["LIIF_ARGS", "SRNO_ARGS", "SRNO_DEFAULTS", "Arch", "OperatorModule"]
 
 Arch = Literal["srno", "liif"]
 
@@ -52,11 +51,11 @@ class OperatorModule(SRTask):
     """
 
     #: Hyper-parameters that set parameter shapes (a checkpoint's value is kept; another one is an error).
-    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(("arch", *SRNO_ARGS, *LIIF_ARGS))
+    ARCH_HPARAMS: ClassVar[frozenset[str]] = frozenset(("arch", *SRNO_ARGS, *LIIF_ARGS))  # of either arch
 
     @classmethod
-    def shape_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
-        """``arch`` and the sizes of that arch only: an SRNO checkpoint does not care about ``mlp_width`` (so a
+    def weight_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
+        """``arch`` and the sizes of that arch only (of ``ARCH_HPARAMS``): an SRNO checkpoint does not care about ``mlp_width`` (so a
         config that sizes both archs, like configs/model/small.yaml, loads either). No ``arch``: an SRNO."""
         sizes = LIIF_ARGS if hparams.get("arch", "srno") == "liif" else SRNO_ARGS
         return frozenset(("arch", *sizes))

@@ -93,7 +93,8 @@ def starting_noise(seed: int, shape: tuple[int, ...]) -> tuple[Tensor, torch.Gen
 
 
 class NeurOpDiff(nn.Module):
-    """The NeurOp-Diff method (paper sec. 3): a UNet denoiser conditioned on a frozen SRNO prior.
+    """The NeurOp-Diff method (paper sec. 3): a UNet denoiser conditioned on a frozen operator's prior
+    (SRNO, the paper's; or LIIF).
 
     Args:
         unet: the denoiser; input channels ``3 + condition_channels(condition, operator)``.

@@ -39,9 +39,6 @@ from .srno import (
     srno_args_from_state_dict,
 )
 
-#: The former name of :func:`read_checkpoint`.
-load_checkpoint_file = read_checkpoint
-
 __all__ = [
     "ARCHS",
     "KINDS",
@@ -62,7 +59,6 @@ __all__ = [
     "extract_liif_state_dict",
     "extract_srno_state_dict",
     "liif_args_from_state_dict",
-    "load_checkpoint_file",
     "load_liif_weights",
     "load_operator",
     "load_srno_weights",

@@ -78,8 +78,8 @@ ARCHS: dict[str, tuple[type[Operator], tuple[str, ...], dict[str, int]]] = {
 #: Every kind of file neurop-diff reads (:func:`checkpoint_kind`): what it is, for messages, and the stage it
 #: gives when loaded (None: the authors' NeurOp-Diff list, converted first with `neurop-diff import-weights`).
 KINDS: dict[str, tuple[str, str | None]] = {
-    "OperatorModule": ("stage 1, the neural operator: configs/operator*.yaml", "operator"),
-    "DiffusionModule": ("stage 2, the diffusion model: configs/diffusion*.yaml", "diffusion"),
+    "OperatorModule": ("stage 1, the neural operator: configs/operator.yaml + configs/model/", "operator"),
+    "DiffusionModule": ("stage 2, the generative model: configs/diffusion*.yaml, flow*.yaml", "diffusion"),
     "srno": ("the SRNO authors' weights", "operator"),
     "liif": ("the LIIF authors' weights", "operator"),
     "neuropdiff": ("the NeurOp-Diff authors' training checkpoint", None),
@@ -272,13 +272,19 @@ class Checkpoint:
     def operator(self) -> Operator:
         """The trained operator (eval mode, frozen): of an OperatorModule checkpoint, the authors' SRNO / LIIF
         weights, or the one stored inside a DiffusionModule checkpoint (only it is built and loaded)."""
-        args = self.operator_args()
-        model = build_operator(args)
-        if self.kind == "srno":
-            model = load_srno_weights(model, self.content)
-        elif self.kind == "liif":
-            model = load_liif_weights(model, self.content)
-        else:
+        try:
+            args = self.operator_args()
+            model = build_operator(args)
+            if (
+                self.kind == "srno"
+            ):  # also any dict neurop-diff does not know: checked, with what was expected
+                model = load_srno_weights(model, self.content)
+            elif self.kind == "liif":
+                model = load_liif_weights(model, self.content)
+        except (KeyError, TypeError, ValueError) as err:
+            text = str(err).strip("'")
+            raise ValueError(text if self.source in text else f"{self.source}: {text}") from err
+        if self.kind in STAGES:
             prefix = "model.operator." if self.kind == "DiffusionModule" else "model."
             try:
                 model.load_state_dict(_sub_state(self.content["state_dict"], prefix))  # strict

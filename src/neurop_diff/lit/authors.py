@@ -3,8 +3,8 @@
 An SRNO or LIIF file becomes an OperatorModule checkpoint (arch `srno` / `liif`); a NeurOp-Diff training
 checkpoint a DiffusionModule checkpoint with the authors' UNet configuration (condition `operator`). Both load
 with `--ckpt_path`, with `*.load_from_checkpoint`, and (the operator) as `model.init_args.operator_ckpt`. The
-conversion itself is `neurop_diff.weights.checkpoint.Checkpoint.authors_weights` (no Lightning there); this builds the modules and writes the
-file.
+conversion itself is `neurop_diff.weights.checkpoint.Checkpoint.authors_weights` (no Lightning there); this
+builds the modules and writes the file.
 """
 
 from __future__ import annotations
