@@ -28,12 +28,11 @@ from neurop_diff.diffusion.schedule import (
 )
 from neurop_diff.evaluation.spread import seed_std
 from neurop_diff.lit.base import SRTask, adam, stepwise
-from neurop_diff.models.build import neuropdiff_from_hparams
+from neurop_diff.models.build import build_operator, full_operator_args, neuropdiff_from_hparams
 from neurop_diff.models.neuropdiff import Condition, Process, check_process
 from neurop_diff.models.operator import Operator
 from neurop_diff.models.unet import NoiseEmbedding, UNet
-from neurop_diff.weights.checkpoint import build_operator, load_operator
-from neurop_diff.weights.checkpoint import operator_args as full_operator_args
+from neurop_diff.weights.checkpoint import load_operator
 
 #: The authors' step decay (paper 4.1): constant 1e-4 for 100k iterations, then one value per 100k.
 AUTHORS_LR_SCHEDULE = [1e-4, 8e-5, 6e-5, 4e-5, 2e-5, 1e-5, 8e-6, 6e-6, 4e-6, 2e-6]

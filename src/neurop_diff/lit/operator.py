@@ -14,16 +14,15 @@ from torch import Tensor
 from neurop_diff.compat import attached_trainer
 from neurop_diff.data.degradation import make_cell, make_coord
 from neurop_diff.lit.base import SRTask, adam, warmup_cosine
-from neurop_diff.weights import (
+from neurop_diff.models.build import (
     LIIF_ARGS,
     LIIF_DEFAULTS,
     SRNO_ARGS,
     SRNO_DEFAULTS,
     build_operator,
-    load_liif_weights,
-    load_srno_weights,
-    operator_args,
+    full_operator_args,
 )
+from neurop_diff.weights import load_liif_weights, load_srno_weights
 
 __all__ = ["LIIF_ARGS", "SRNO_ARGS", "SRNO_DEFAULTS", "Arch", "OperatorModule"]
 
@@ -85,7 +84,7 @@ class OperatorModule(SRTask):
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
         self.save_hyperparameters()
-        self.model = build_operator(operator_args(arch, self.hparams))
+        self.model = build_operator(full_operator_args(arch, self.hparams))
         if weights is not None:
             (load_liif_weights if arch == "liif" else load_srno_weights)(self.model, weights)
 

@@ -1,6 +1,7 @@
-"""NeurOp-Diff built from plain arguments, without Lightning (TorchGeo's ``configure_models`` shape): the UNet
-sized for its condition, the noise schedule, the frozen operator. ``DiffusionModule`` calls it for training;
-inference calls it with a checkpoint's recorded hyper-parameters (``weights.checkpoint.Checkpoint``).
+"""The plain models built from plain arguments, without Lightning (TorchGeo's ``configure_models`` shape): the
+operator of an ``arch`` and its sizes (:func:`build_operator`), and NeurOp-Diff: the UNet sized for its
+condition, the noise schedule, the frozen operator (:func:`build_neuropdiff`). The LightningModules call them for
+training; inference calls them with a checkpoint's recorded hyper-parameters (``weights.checkpoint.Checkpoint``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,65 @@ import torch
 from neurop_diff.diffusion.parameterisation import Prediction
 from neurop_diff.diffusion.schedule import make_schedule
 
+from .liif import LIIF
 from .neuropdiff import Condition, NeurOpDiff, Process, check_process, condition_channels
 from .operator import Operator
+from .srno import SRNO
 from .unet import NoiseEmbedding, UNet
 
-__all__ = ["MODEL_ARGS", "build_neuropdiff", "neuropdiff_from_hparams"]
+__all__ = [
+    "ARCHS",
+    "LIIF_ARGS",
+    "LIIF_DEFAULTS",
+    "MODEL_ARGS",
+    "SRNO_ARGS",
+    "SRNO_DEFAULTS",
+    "build_neuropdiff",
+    "build_operator",
+    "full_operator_args",
+    "neuropdiff_from_hparams",
+]
+
+#: The constructor arguments that set an operator's size (an OperatorModule records them, so a checkpoint
+#: rebuilds the operator), and their defaults (the authors' sizes), read off the signatures: defined once.
+SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
+SRNO_DEFAULTS: dict[str, int] = {k: inspect.signature(SRNO).parameters[k].default for k in SRNO_ARGS}
+LIIF_ARGS = ("encoder_blocks", "encoder_width", "mlp_width", "mlp_depth")
+LIIF_DEFAULTS: dict[str, int] = {k: inspect.signature(LIIF).parameters[k].default for k in LIIF_ARGS}
+
+#: The operator architectures (``arch``): class, size arguments, their defaults.
+ARCHS: dict[str, tuple[type[Operator], tuple[str, ...], dict[str, int]]] = {
+    "srno": (SRNO, SRNO_ARGS, SRNO_DEFAULTS),
+    "liif": (LIIF, LIIF_ARGS, LIIF_DEFAULTS),
+}
+
+
+def full_operator_args(arch: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"arch": arch, <its size arguments>}``: ``values``' entries for ``arch``, its defaults for the rest
+    (the ``operator_args`` a DiffusionModule records)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown operator arch {arch!r}; expected one of {sorted(ARCHS)}")
+    _, names, defaults = ARCHS[arch]
+    return {"arch": arch, **defaults, **{k: int(values[k]) for k in names if k in values}}
+
+
+def build_operator(args: Mapping[str, Any]) -> Operator:
+    """The operator of ``args`` (``{"arch": "srno" | "liif", sizes...}``; without ``arch``: SRNO, as recorded
+    before LIIF was added), freshly initialised.
+
+    Raises:
+        ValueError: an unknown ``arch``, or a size argument that the arch does not take.
+    """
+    arch = args.get("arch", "srno")
+    full = full_operator_args(arch, args)
+    unknown = sorted(set(args) - set(full))
+    if unknown:
+        raise ValueError(
+            f"operator_args {unknown} are not sizes of the {arch} operator (arch {arch!r} takes "
+            f"{list(ARCHS[arch][1])})"
+        )
+    cls = ARCHS[arch][0]
+    return cls(**{k: v for k, v in full.items() if k != "arch"})
 
 
 def build_neuropdiff(

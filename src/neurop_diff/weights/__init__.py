@@ -6,6 +6,7 @@ authors' names to ours, the strict check) -> the formats ``srno``, ``liif``, ``u
 authors' weights converted).
 """
 
+from ..models.build import LIIF_ARGS, LIIF_DEFAULTS, SRNO_ARGS, SRNO_DEFAULTS
 from .checkpoint import (
     ARCHS,
     KINDS,
@@ -17,22 +18,18 @@ from .checkpoint import (
     UnsafeCheckpointError,
     build_operator,
     checkpoint_kind,
+    full_operator_args,
     load_operator,
-    operator_args,
     read_authors_weights,
     read_checkpoint,
 )
 from .liif import (
-    LIIF_ARGS,
-    LIIF_DEFAULTS,
     convert_liif_state_dict,
     extract_liif_state_dict,
     liif_args_from_state_dict,
     load_liif_weights,
 )
 from .srno import (
-    SRNO_ARGS,
-    SRNO_DEFAULTS,
     convert_srno_state_dict,
     extract_srno_state_dict,
     load_srno_weights,
@@ -58,11 +55,11 @@ __all__ = [
     "convert_srno_state_dict",
     "extract_liif_state_dict",
     "extract_srno_state_dict",
+    "full_operator_args",
     "liif_args_from_state_dict",
     "load_liif_weights",
     "load_operator",
     "load_srno_weights",
-    "operator_args",
     "read_authors_weights",
     "read_checkpoint",
     "srno_args_from_state_dict",

@@ -8,8 +8,9 @@
   (the operator, NeurOp-Diff, the sampling options, the authors' weights converted), built without Lightning:
   what inference loads. The one place that acts on the kind: callers ask it for a ``stage()`` or check with
   ``require(expected)``, which words the one message for a file given where another is expected.
-* :func:`load_operator` builds the frozen operator (SRNO or LIIF) of an OperatorModule checkpoint or of the
-  authors' weights; :func:`build_operator` the operator of recorded ``operator_args`` (``arch`` and sizes).
+* :func:`load_operator` gives the frozen operator (SRNO or LIIF) of an OperatorModule checkpoint or of the
+  authors' weights (what ``operator_ckpt`` takes); the operator of recorded ``operator_args`` (``arch`` and
+  sizes) is built by ``models.build.build_operator`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ from typing import Any
 from torch import Tensor
 
 from neurop_diff.diffusion.options import SamplingOptions
-from neurop_diff.models.build import neuropdiff_from_hparams
-from neurop_diff.models.liif import LIIF
+from neurop_diff.models.build import ARCHS, build_operator, full_operator_args, neuropdiff_from_hparams
 from neurop_diff.models.neuropdiff import NeurOpDiff
 from neurop_diff.models.operator import Operator
-from neurop_diff.models.srno import SRNO
 from neurop_diff.weights.liif import (
-    LIIF_ARGS,
-    LIIF_DEFAULTS,
     convert_liif_state_dict,
     extract_liif_state_dict,
     is_liif_checkpoint,
@@ -44,8 +41,6 @@ from neurop_diff.weights.reader import (
     read_checkpoint,
 )
 from neurop_diff.weights.srno import (
-    SRNO_ARGS,
-    SRNO_DEFAULTS,
     convert_srno_state_dict,
     extract_srno_state_dict,
     load_srno_weights,
@@ -63,17 +58,11 @@ __all__ = [
     "UnsafeCheckpointError",
     "build_operator",
     "checkpoint_kind",
+    "full_operator_args",
     "load_operator",
-    "operator_args",
     "read_authors_weights",
     "read_checkpoint",
 ]
-
-#: The operator architectures (``arch``): class, size arguments, their defaults.
-ARCHS: dict[str, tuple[type[Operator], tuple[str, ...], dict[str, int]]] = {
-    "srno": (SRNO, SRNO_ARGS, SRNO_DEFAULTS),
-    "liif": (LIIF, LIIF_ARGS, LIIF_DEFAULTS),
-}
 
 #: Every kind of file neurop-diff reads (:func:`checkpoint_kind`): what it is, for messages, and the stage it
 #: gives when loaded (None: the authors' NeurOp-Diff list, converted first with `neurop-diff import-weights`).
@@ -116,33 +105,6 @@ def checkpoint_kind(obj: Any) -> str | None:
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def operator_args(arch: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"arch": arch, <its size arguments>}``: ``values``' entries for ``arch``, its defaults for the rest."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown operator arch {arch!r}; expected one of {sorted(ARCHS)}")
-    _, names, defaults = ARCHS[arch]
-    return {"arch": arch, **defaults, **{k: int(values[k]) for k in names if k in values}}
-
-
-def build_operator(args: Mapping[str, Any]) -> Operator:
-    """The operator of ``args`` (``{"arch": "srno" | "liif", sizes...}``; without ``arch``: SRNO, as recorded
-    before LIIF was added), freshly initialised.
-
-    Raises:
-        ValueError: an unknown ``arch``, or a size argument that the arch does not take.
-    """
-    arch = args.get("arch", "srno")
-    full = operator_args(arch, args)
-    unknown = sorted(set(args) - set(full))
-    if unknown:
-        raise ValueError(
-            f"operator_args {unknown} are not sizes of the {arch} operator (arch {arch!r} takes "
-            f"{list(ARCHS[arch][1])})"
-        )
-    cls = ARCHS[arch][0]
-    return cls(**{k: v for k, v in full.items() if k != "arch"})
 
 
 def load_operator(path: str | PathLike[str] | Mapping[str, Any]) -> tuple[Operator, dict[str, Any]]:
@@ -257,17 +219,19 @@ class Checkpoint:
                 raise ValueError(
                     f"{self.source} has no operator (a diffusion model with the bicubic condition)"
                 )
-            return operator_args(str(args.get("arch", "srno")), args)
+            return full_operator_args(str(args.get("arch", "srno")), args)
         if self.kind == "OperatorModule":
             hp = self.hparams  # no arch: made before LIIF was added, an SRNO
-            return operator_args(hp.get("arch", "srno"), hp)
+            return full_operator_args(hp.get("arch", "srno"), hp)
         if self.kind == "liif":
             try:
-                return operator_args("liif", liif_args_from_state_dict(extract_liif_state_dict(self.content)))
+                return full_operator_args(
+                    "liif", liif_args_from_state_dict(extract_liif_state_dict(self.content))
+                )
             except ValueError as err:
                 raise ValueError(f"{self.source}: {err}") from err
         self.require("operator")
-        return operator_args("srno", srno_args_from_state_dict(extract_srno_state_dict(self.content)))
+        return full_operator_args("srno", srno_args_from_state_dict(extract_srno_state_dict(self.content)))
 
     def operator(self) -> Operator:
         """The trained operator (eval mode, frozen): of an OperatorModule checkpoint, the authors' SRNO / LIIF
@@ -325,13 +289,13 @@ class Checkpoint:
         try:
             if self.kind == "liif":
                 liif_sd = extract_liif_state_dict(self.content)  # refuses the unsupported LIIF variants
-                args = operator_args("liif", liif_args_from_state_dict(liif_sd))
+                args = full_operator_args("liif", liif_args_from_state_dict(liif_sd))
                 return AuthorsWeights("liif", args, convert_liif_state_dict(liif_sd))
             if self.kind == "neuropdiff":
                 unet, srno_sd = split_neuropdiff_checkpoint(self.content, use_ema, source=self.source)
             else:
                 srno_sd = extract_srno_state_dict(self.content)
-            args = operator_args("srno", srno_args_from_state_dict(srno_sd))
+            args = full_operator_args("srno", srno_args_from_state_dict(srno_sd))
             state = convert_srno_state_dict(srno_sd)  # checked against SRNO(**args) (on the meta device)
         except ValueError as err:
             raise ValueError(f"{self.source}: {err}" if self.source not in str(err) else str(err)) from err

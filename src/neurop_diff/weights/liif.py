@@ -17,7 +17,6 @@ those switched off) and other encoders (RDN) are refused with the key that says 
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping
 from os import PathLike
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..models.build import LIIF_DEFAULTS
 from ..models.liif import LIIF
 from .rename import (
     ENCODER_INVERSE,
@@ -37,8 +37,6 @@ from .rename import (
 )
 
 __all__ = [
-    "LIIF_ARGS",
-    "LIIF_DEFAULTS",
     "convert_liif_state_dict",
     "extract_liif_state_dict",
     "is_liif_checkpoint",
@@ -46,9 +44,6 @@ __all__ = [
     "load_liif_weights",
 ]
 
-#: LIIF's size arguments (recorded by an OperatorModule with arch liif) and their defaults (the authors').
-LIIF_ARGS = ("encoder_blocks", "encoder_width", "mlp_width", "mlp_depth")
-LIIF_DEFAULTS: dict[str, int] = {k: inspect.signature(LIIF).parameters[k].default for k in LIIF_ARGS}
 _RULES = [*ENCODER_RULES, (r"imnet\.layers\.(\d+)\.(weight|bias)", r"mlp.\1.\2")]
 _INVERSE = [*ENCODER_INVERSE, (r"mlp\.(\d+)\.(\w+)", r"imnet.layers.\1.\2")]
 # The authors' switches (LIIF.__init__ keywords; "cell" as some configs spell cell_decode): all must be on.

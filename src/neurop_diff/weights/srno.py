@@ -13,7 +13,6 @@ The authors' names (``../shared/reference/state-dicts.md``) map to ours as follo
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping
 from os import PathLike
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models.build import SRNO_DEFAULTS
 from ..models.srno import SRNO
 from .rename import (
     ENCODER_INVERSE,
@@ -32,10 +32,6 @@ from .rename import (
     unwrap_state_dict,
 )
 
-#: The constructor arguments of SRNO that set its size (an OperatorModule records them, so a checkpoint
-#: rebuilds the operator), and their defaults (the authors' size), read off SRNO's signature: defined once.
-SRNO_ARGS = ("encoder_blocks", "encoder_width", "width", "blocks", "heads", "head_width")
-SRNO_DEFAULTS: dict[str, int] = {k: inspect.signature(SRNO).parameters[k].default for k in SRNO_ARGS}
 _BLOCK_PARTS = {"qkv_proj": "qkv", "o_proj1": "proj1", "o_proj2": "proj2", "kln": "k_norm", "vln": "v_norm"}
 # (authors' pattern, our template) and the inverse, for the names in error messages.
 _RULES = [
