@@ -21,9 +21,9 @@ COMMAND = re.compile(r"(?:neurop-diff|\$NEUROP_DIFF\"?) (fit|validate|test|predi
 CONFIG = re.compile(r"--config[ =]\[?(configs/[\w/.-]+\.yaml)")
 
 
-def documented_commands() -> dict[tuple[str, ...], str]:
-    """{config files of one command: where it is written first}; a command runs on over `\\` line ends."""
-    found: dict[tuple[str, ...], str] = {}
+def documented_commands() -> dict[tuple[str, ...], list[str]]:
+    """{config files of one command: every place it is written}; a command runs on over `\\` line ends."""
+    found: dict[tuple[str, ...], list[str]] = {}
     for path in SOURCES:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
@@ -36,7 +36,7 @@ def documented_commands() -> dict[tuple[str, ...], str]:
                 text += " " + lines[j]
             configs = tuple(CONFIG.findall(text))
             if configs:
-                found.setdefault(configs, f"{path.relative_to(REPO)}:{i + 1}")
+                found.setdefault(configs, []).append(f"{path.relative_to(REPO)}:{i + 1}")
     return found
 
 
@@ -48,12 +48,12 @@ def test_the_commands_are_found():
     assert ("configs/operator.yaml",) in COMMANDS and ("configs/diffusion.yaml",) in COMMANDS
     assert ("configs/operator.yaml", "configs/model/liif.yaml") in COMMANDS
     assert any(len(c) >= 3 for c in COMMANDS), COMMANDS
-    assert any(w.startswith("scripts/demo.sh") for w in COMMANDS.values())
+    assert any(w.startswith("scripts/demo.sh") for where in COMMANDS.values() for w in where)
 
 
 @pytest.mark.parametrize("configs", sorted(COMMANDS), ids=lambda c: "+".join(Path(p).stem for p in c))
 def test_documented_configs_exist_and_compose(configs, capsys):
-    where = COMMANDS[configs]
+    where = ", ".join(COMMANDS[configs])
     missing = [c for c in configs if not (REPO / c).is_file()]
     assert not missing, f"{where}: {missing} do not exist"
     args = [a for c in configs for a in ("--config", str(REPO / c))]
