@@ -92,6 +92,12 @@ def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
     """Fits one variant (a checkpoint every `eval_every` steps); returns the seconds per step of the fit."""
     opts = [f"--model.init_args.{k}={str(v).lower()}" for k, v in options(name).items()]
     config = "flow_small.yaml" if is_flow(name) else "diffusion_small.yaml"
+    last = Path(args.out, "diffusion", name, "checkpoints", "last.ckpt")
+    done = (
+        int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        if last.is_file()
+        else 0
+    )
     start = time.perf_counter()
     neurop_diff([
         "fit", "--config", str(Path(args.configs) / config), *data_args(args), *opts,
@@ -104,7 +110,7 @@ def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
         f"--trainer.callbacks.every_n_train_steps={args.eval_every}",
         "--ckpt_path=last",  # a longer budget continues the run's last.ckpt (none: from scratch)
     ])  # fmt: skip
-    return (time.perf_counter() - start) / args.steps
+    return (time.perf_counter() - start) / max(args.steps - done, 1)  # the steps this fit ran (it may resume)
 
 
 def val_batches(args: argparse.Namespace) -> dict[int, dict]:
