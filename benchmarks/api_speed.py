@@ -41,16 +41,13 @@ print(json.dumps({"tuned": tune_cpu_allocator(), "times": times[1:]}))
 
 def make_checkpoint(path: Path) -> Path:
     """A default-size NeurOp-Diff checkpoint in Lightning's format (random weights)."""
-    import lightning
     import torch
 
+    from neurop_diff.lit.authors import lightning_checkpoint
     from neurop_diff.lit.diffusion import DiffusionModule
 
     torch.manual_seed(0)
-    module = DiffusionModule(operator_args={})  # the default SRNO, untrained
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    ckpt["pytorch-lightning_version"] = lightning.__version__
-    torch.save(ckpt, path)
+    torch.save(lightning_checkpoint(DiffusionModule(operator_args={})), path)  # the default SRNO, untrained
     return path
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
+from neurop_diff.checkpointing import newest_last_checkpoint
 from neurop_diff.cli import main as neurop_diff
+from neurop_diff.weights import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (2, 4, 8)
@@ -92,12 +94,8 @@ def train_variant(args: argparse.Namespace, name: str, operator: Path) -> float:
     """Fits one variant (a checkpoint every `eval_every` steps); returns the seconds per step of the fit."""
     opts = [f"--model.init_args.{k}={str(v).lower()}" for k, v in options(name).items()]
     config = "flow_small.yaml" if is_flow(name) else "diffusion_small.yaml"
-    # The step it resumes from: the newest last*.ckpt, as `--ckpt_path last` picks it (last-v1.ckpt and so on
-    # when two checkpoint callbacks keep a last file).
-    lasts = sorted(Path(args.out, "diffusion", name, "checkpoints").glob("last*.ckpt"), key=os.path.getmtime)
-    done = 0
-    if lasts:
-        done = int(torch.load(lasts[-1], map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    last = newest_last_checkpoint([Path(args.out, "diffusion", name, "checkpoints")])  # what it resumes
+    done = int(read_checkpoint(last, mmap=True)["global_step"]) if last else 0
     start = time.perf_counter()
     neurop_diff([
         "fit", "--config", str(Path(args.configs) / config), *data_args(args), *opts,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "ensure_safe_checkpointing",
     "find_resume_version",
     "last_checkpoint",
+    "newest_last_checkpoint",
 ]
 
 
@@ -186,9 +187,15 @@ def last_checkpoint(config: Any) -> Path | None:
             folders.append(Path(args.get("save_dir")) / (args.get("name") or "") / version / "checkpoints")
     elif logger is False:
         folders.append(root / "checkpoints")
+    return newest_last_checkpoint(folders)
+
+
+def newest_last_checkpoint(folders: Iterable[str | os.PathLike[str]]) -> Path | None:
+    """The newest finished `last*.ckpt` in `folders` (Lightning names a second callback's `last-v1.ckpt`; a file
+    still being written is skipped), as `--ckpt_path last` picks it; None when there is none."""
     files = [
         p
-        for f in folders
+        for f in map(Path, folders)
         if f.is_dir()
         for p in f.glob("last*.ckpt")
         if p.is_file() and TMP_MARK not in p.name

@@ -112,8 +112,8 @@ class NeuropDiffCLI(LightningCLI):
         accepted = set(_accepted_keys(class_path))
         current = dict(vars(model_cfg.get("init_args") or {})) if model_cfg is not None else {}
         typed = _typed_init_args(self.parser, self._typed_args, sub)
-        defining = getattr(cls, "weight_hparams", None)  # the settings that define the checkpoint's weights
-        weight_keys = defining(hparams) if defining is not None else getattr(cls, "ARCH_HPARAMS", frozenset())
+        # The settings that define the checkpoint's weights (an SRTask's; another class: none).
+        weight_keys = getattr(cls, "weight_hparams", lambda _: frozenset())(hparams)
         conflicts = [
             f"{k}: checkpoint {hparams[k]!r}, given {current[k]!r}"
             for k in sorted(typed & set(weight_keys) & set(hparams))

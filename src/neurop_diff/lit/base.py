@@ -87,12 +87,11 @@ class SRTask(L.LightningModule):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except RuntimeError as err:
             hp, self._loading_hparams = getattr(self, "_loading_hparams", {}), {}
+            keys = self.weight_hparams(hp) & set(hp)
             differ = [
                 f"{k}: checkpoint {hp[k]!r} vs model {self.hparams[k]!r}"
                 for k in self.hparams
-                if k in self.weight_hparams(hp)
-                and k in hp
-                and plain_value(hp[k]) != plain_value(self.hparams[k])
+                if k in keys and plain_value(hp[k]) != plain_value(self.hparams[k])
             ]
             why = (
                 f"the architecture settings differ ({', '.join(differ)})"

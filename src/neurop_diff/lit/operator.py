@@ -15,6 +15,7 @@ from neurop_diff.compat import attached_trainer
 from neurop_diff.data.degradation import make_cell, make_coord
 from neurop_diff.lit.base import SRTask, adam, warmup_cosine
 from neurop_diff.models.build import (
+    ARCHS,
     LIIF_ARGS,
     LIIF_DEFAULTS,
     SRNO_ARGS,
@@ -54,10 +55,10 @@ class OperatorModule(SRTask):
 
     @classmethod
     def weight_hparams(cls, hparams: Mapping[str, Any]) -> frozenset[str]:
-        """``arch`` and the sizes of that arch only (of ``ARCH_HPARAMS``): an SRNO checkpoint does not care about ``mlp_width`` (so a
-        config that sizes both archs, like configs/model/small.yaml, loads either). No ``arch``: an SRNO."""
-        sizes = LIIF_ARGS if hparams.get("arch", "srno") == "liif" else SRNO_ARGS
-        return frozenset(("arch", *sizes))
+        """``arch`` and the sizes of that arch only (of ``ARCH_HPARAMS``): an SRNO checkpoint does not care
+        about ``mlp_width`` (so a config that sizes both archs, like configs/model/small.yaml, loads either). No
+        ``arch``: an SRNO."""
+        return frozenset(("arch", *ARCHS[hparams.get("arch", "srno")][1]))
 
     def __init__(
         self,

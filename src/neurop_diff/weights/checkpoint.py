@@ -168,9 +168,14 @@ class Checkpoint:
     def _mapping(self) -> Mapping[str, Any]:
         return self.content if isinstance(self.content, Mapping) else {}
 
+    @property
+    def _stage(self) -> str | None:
+        """The stage of the kind (:data:`KINDS`); None for the authors' NeurOp-Diff list or an unknown file."""
+        return KINDS.get(self.kind or "", ("", None))[1]
+
     def stage(self) -> str:
         """``"operator"`` or ``"diffusion"``: what loading this file for inference gives."""
-        stage = KINDS.get(self.kind or "", ("", None))[1]
+        stage = self._stage
         if stage is None:
             what = KINDS[self.kind][0] if self.kind in KINDS else "not a checkpoint neurop-diff knows"
             raise ValueError(f"{self.source} is {what}: {_CONVERT}")
@@ -185,7 +190,7 @@ class Checkpoint:
             ValueError: one sentence naming the file, what it is, what is expected and what to do instead.
         """
         if expected == "operator":
-            if KINDS.get(self.kind or "", ("", None))[1] == "operator":
+            if self._stage == "operator":
                 return self
             needed = "an operator checkpoint (OperatorModule, or the authors' SRNO / LIIF weights)"
         elif self.kind not in STAGES and not isinstance(self._mapping.get("state_dict"), Mapping):
@@ -239,9 +244,8 @@ class Checkpoint:
         try:
             args = self.operator_args()
             model = build_operator(args)
-            if (
-                self.kind == "srno"
-            ):  # also any dict neurop-diff does not know: checked, with what was expected
+            # "srno" is also any dict neurop-diff does not know: checked, with what was expected
+            if self.kind == "srno":
                 model = load_srno_weights(model, self.content)
             elif self.kind == "liif":
                 model = load_liif_weights(model, self.content)
@@ -261,8 +265,8 @@ class Checkpoint:
 
     def neuropdiff(self) -> NeurOpDiff:
         """NeurOp-Diff of a DiffusionModule checkpoint (its stored weights: EMA weights when trained with EMA)."""
-        self.require("DiffusionModule")
         if self.kind != "DiffusionModule":
+            self.require("DiffusionModule")  # the one message for a known other kind
             raise ValueError(f"{self.source} is not a DiffusionModule checkpoint")
         hp = self.hparams
         operator = build_operator(hp["operator_args"]) if hp.get("operator_args") else None
